@@ -1,0 +1,60 @@
+"""The project's test command: prepare the development venv, lint, run pytest.
+
+Stdlib only so it runs on a fresh machine's Python. Extra arguments go to pytest
+(e.g. ``python tools/run_tests.py -m krita``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = Path(os.environ.get("DFIMAT_DEV_VENV", ROOT / ".venv"))
+# A CPU build of torch: on this project's machines `torch==2.13.0` resolves to the +cpu wheel on disk,
+# while an unpinned `torch` from PyPI would pull a multi-GB CUDA build.
+TORCH_SPEC = os.environ.get("DFIMAT_TORCH_SPEC", "torch==2.13.0")
+
+
+def venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def run(cmd: list[str | Path], **kw) -> None:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], check=True, **kw)
+
+
+def ensure_venv() -> Path:
+    py = venv_python()
+    if not py.exists():
+        run([sys.executable, "-m", "venv", VENV])
+    stamp = VENV / ".dfimat-dev-deps"
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + TORCH_SPEC.encode()).hexdigest()
+    if stamp.exists() and stamp.read_text().strip() == want:
+        return py
+    run([py, "-m", "pip", "install", "-q", "--upgrade", "pip"])
+    has_torch = subprocess.run([str(py), "-c", "import torch"], capture_output=True).returncode == 0
+    if not has_torch:
+        run([py, "-m", "pip", "install", "-q", TORCH_SPEC])
+    run([py, "-m", "pip", "install", "-q", "-e", f"{ROOT}[dev]"])
+    stamp.write_text(want)
+    return py
+
+
+def main(argv: list[str]) -> int:
+    py = ensure_venv()
+    run([py, "-m", "ruff", "check", ROOT])
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([str(py), "-m", "pytest", *argv], cwd=ROOT, env=env).returncode
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except subprocess.CalledProcessError as exc:
+        print(f"run_tests: step failed with exit code {exc.returncode}: {exc.cmd}", file=sys.stderr)
+        sys.exit(exc.returncode or 1)
