@@ -1,0 +1,148 @@
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from backend.data import load_set
+from backend.eval import EvalConfig, evaluate, format_table, main
+
+H, W = 120, 160
+
+
+def blob(cy, cx, ry, rx):
+    yy, xx = np.mgrid[:H, :W]
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+
+
+def make_set(root: Path, n_items: int = 2) -> Path:
+    """Instance-kind set of two well separated coloured 'people' on a noisy background."""
+    (root / "images").mkdir(parents=True)
+    (root / "instances").mkdir()
+    rng = np.random.default_rng(0)
+    items = []
+    for k in range(n_items):
+        image = rng.integers(100, 150, (H, W, 3)).astype(np.uint8)
+        labels = np.zeros((H, W), np.uint8)
+        a, b = blob(60, 40 + 3 * k, 45, 20), blob(62, 115, 40, 18)
+        image[a], image[b] = (220, 30, 30), (30, 40, 220)
+        image[100:106, :] = (215, 35, 35)  # a red kerb under both: GrabCut takes part of it, so rounds 2+ happen
+        labels[a], labels[b] = 1, 2
+        labels[0:3, 0:3] = 255
+        cv2.imwrite(str(root / "images" / f"i{k}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(root / "instances" / f"i{k}.png"), labels)
+        items.append({"id": f"i{k}", "image": f"images/i{k}.png", "instances": f"instances/i{k}.png",
+                      "width": W, "height": H})
+    (root / "manifest.json").write_text(json.dumps({"name": "blobs", "source": "test", "license": "test",
+                                                    "mask_kind": "instance", "note": "", "items": items}))
+    return root
+
+
+def test_cli_end_to_end_with_grabcut(tmp_path, capsys):
+    data = make_set(tmp_path / "blobs", 3)
+    out = tmp_path / "out" / "gc.json"
+    assert main(["--data", str(data), "--method", "grabcut", "--limit", "2", "--json", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "vs binary mask" in printed and "n/a" in printed
+    report = json.loads(out.read_text())
+    png = out.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    s = report["summary"]
+    assert report["data"][0]["items"] == 2 and report["data"][0]["targets"] == 4
+    assert s["text"]["n"] == 0 and "n/a" in s["text"]["status"] and report["unsupported_modes"] == ["text"]
+    assert s["box"]["n"] == 4 and s["box"]["iou"] > 0.8
+    assert s["box"]["leak"] < 0.05 and s["box"]["boundary_f"] > 0.7
+    assert s["clicks"]["n"] == 4 and len(s["clicks"]["curve"]) == 20 and 1 <= s["clicks"]["noc90"] <= 20
+    assert len(s["scribbles"]["curve"]) == 5 and len(s["mixed"]["curve"]) == 5
+    assert s["timing"]["refine_ms"]["median"] > 0
+    assert report["matting_reference"].startswith("vs binary mask")
+    for r in report["records"]:
+        assert all(0.0 <= v <= 1.0 for v in r["ious"])
+    # Same seed, same prompts, same numbers.
+    out2 = tmp_path / "again.json"
+    assert main(["--data", str(data), "--method", "grabcut", "--limit", "2", "--modes", "box,scribbles",
+                 "--json", str(out2), "--quiet"]) == 0
+    again = json.loads(out2.read_text())["summary"]
+    assert again["box"]["iou"] == s["box"]["iou"] and again["scribbles"]["curve"] == s["scribbles"]["curve"]
+
+
+def test_cli_rejects_bad_arguments(tmp_path, capsys):
+    data = make_set(tmp_path / "blobs", 1)
+    assert main(["--data", str(data), "--method", "grabcut", "--modes", "box,lasso"]) == 2
+    assert "lasso" in capsys.readouterr().err
+    assert main(["--data", str(tmp_path / "nothing"), "--method", "grabcut"]) == 2
+    assert main(["--data", str(data), "--method", "grabcut", "--weights", "w.pt"]) == 2
+
+
+class Oracle:
+    """Returns person 0's mask for any text, and the target once any visual prompt lands inside it."""
+
+    def __init__(self, labels):
+        self.labels = labels
+        self.resets = 0
+
+    def open(self, image):
+        return "s"
+
+    def reset(self, sid):
+        self.resets += 1
+
+    def close(self, sid):
+        pass
+
+    def predict(self, sid, prompts):
+        if prompts.get("text"):
+            return (self.labels == 1).astype(np.float32)
+        for x, y, _ in prompts.get("clicks", []):
+            value = self.labels[int(y), int(x)]
+            if value:
+                return (self.labels == value).astype(np.float32)
+        return np.zeros(self.labels.shape, np.float32)
+
+
+def test_text_hit_rate_and_noc_with_an_oracle(tmp_path):
+    ds = load_set(make_set(tmp_path / "blobs", 1))
+    labels = cv2.imread(str(ds.items[0].instances_path), cv2.IMREAD_UNCHANGED)
+    oracle = Oracle(labels)
+    report = evaluate(oracle, [(ds, ds.items)], EvalConfig(modes=("clicks", "text"), matting_metrics=False))
+    s = report["summary"]
+    assert s["clicks"]["iou@1"] == 1.0 and s["clicks"]["noc90"] == 1.0
+    text_recs = [r for r in report["records"] if r["mode"] == "text"]
+    # Person 0 (red, left) is always "found"; person 1 never is.
+    assert all(all(r["hits"]) for r in text_recs if r["target"] == 0)
+    assert not any(any(r["hits"]) for r in text_recs if r["target"] == 1)
+    assert s["text"]["hit_rate"] == pytest.approx(0.5)
+    assert "the person on the left" in [e["text"] for r in text_recs for e in r["expressions"]]
+    assert "hit" in format_table(report)
+
+
+def test_dfimat_engine_plumbing_with_tiny_checkpoint(tmp_path):
+    engine_mod = pytest.importorskip("backend.engine")
+    import torch
+
+    from backend.dfimat.model import build_tiny_checkpoint
+
+    torch.set_num_threads(1)
+    weights = build_tiny_checkpoint(tmp_path / "tiny.pt")
+    ds = load_set(make_set(tmp_path / "blobs", 1))
+    engine = engine_mod.Engine.load(weights=str(weights))
+    t = time.perf_counter()
+    report = evaluate(engine, [(ds, ds.items)], EvalConfig(modes=("box", "text"), max_expressions=1,
+                                                           matting_metrics=False))
+    assert time.perf_counter() - t < 120
+    assert report["errors"] == []
+    assert report["summary"]["box"]["n"] == 2 and report["summary"]["text"]["expressions"] == 2
+
+
+def test_empty_selection_reports_nothing_without_crashing(tmp_path):
+    ds = load_set(make_set(tmp_path / "blobs", 1))
+    report = evaluate(Oracle(np.zeros((H, W), np.uint8)), [(ds, [])], EvalConfig())
+    assert report["data"][0]["items"] == 0
+    assert report["summary"]["box"]["n"] == 0 and report["summary"]["box"]["iou"] is None
+    table = format_table(report)
+    assert "n/a" in table
+    from backend.eval import write_plot
+
+    assert write_plot(report, tmp_path / "empty.png").is_file()
