@@ -1,0 +1,152 @@
+"""``install.py --check``: one row per thing that must work, and a non-zero exit when any row fails."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from installer import config as cfg
+from installer import editors as ed
+from installer import models, plugins, venv
+from installer.paths import config_path
+from installer.record import marker_path
+
+OK, FAIL, WARN, SKIP = "ok", "FAIL", "warn", "skip"
+
+_PING = """
+import sys, zmq
+from dfimat_client import protocol
+endpoint, token = sys.argv[1], open(sys.argv[2]).read().strip()
+ctx = zmq.Context()
+s = ctx.socket(zmq.REQ)
+s.setsockopt(zmq.LINGER, 0)
+s.connect(endpoint)
+rid, frames = protocol.encode_request("hello", {}, token=token, stream=False)
+s.send_multipart(frames)
+if not s.poll(3000):
+    print("no answer within 3 s"); sys.exit(3)
+reply = protocol.decode_reply(s.recv_multipart())
+if reply.kind == protocol.KIND_ERROR:
+    print("answered with error", reply.error); sys.exit(4)
+print("answered hello", {k: v for k, v in (reply.result or {}).items() if k in ("version", "device", "model")})
+"""
+
+
+@dataclass
+class Row:
+    item: str
+    status: str
+    detail: str
+
+
+def _backend_rows(conf: dict) -> list[Row]:
+    rows = []
+    python = Path(conf["backend_command"][0])
+    ok, detail = venv.import_check(python)
+    rows.append(Row("backend env", OK if ok else FAIL, f"{python}: {venv.describe_torch(detail) if ok else detail}"))
+    if ok:
+        cuda = detail.split()[-1] == "True"
+        want = conf.get("device", "cpu")
+        good = want != "cuda" or cuda
+        rows.append(Row("device", OK if good else FAIL, f"{want}" + ("" if good else ": torch sees no CUDA device")))
+        stamp = venv.read_stamp(Path(conf["venv"]))
+        if stamp and stamp.get("fingerprint") != venv.fingerprint(want):
+            rows.append(Row("backend version", WARN, "the repo changed since install: rerun install.py"))
+        # The repo's copy of the (pure Python) protocol module, so the probe also works with --backend-python
+        # interpreters that do not have dfimat_client installed.
+        env = dict(os.environ, PYTHONPATH=str(venv.REPO))
+        token_ok = cfg.token_problem(Path(conf["token_file"])) is None
+        if not token_ok:
+            rows.append(Row("backend reachable", SKIP, "no usable token"))
+            return rows
+        try:
+            out = subprocess.run([str(python), "-c", _PING, conf["endpoint"], conf["token_file"]],
+                                 capture_output=True, text=True, timeout=30, env=env)
+            msg = (out.stdout or out.stderr).strip().splitlines()
+            msg_text = msg[-1] if msg else f"exit code {out.returncode}"
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            out, msg_text = None, str(exc)
+        if out is not None and out.returncode == 0:
+            rows.append(Row("backend reachable", OK, f"{conf['endpoint']}: {msg_text}"))
+        else:
+            # Not a failure: the plugins start the backend on demand with backend_command.
+            rows.append(Row("backend reachable", WARN,
+                            f"{conf['endpoint']}: not running ({msg_text}); plugins start it on demand"))
+    return rows
+
+
+def _model_rows(models_dir: Path) -> list[Row]:
+    try:
+        manifest = models.load_manifest(models.manifest_path(models_dir))
+        files = models.default_files(manifest)
+    except ValueError as exc:
+        return [Row("models", FAIL, str(exc))]
+    rows = []
+    for f in files:
+        problem = models.verify(models_dir, f)
+        rows.append(Row(f"model {f.path}", FAIL if problem else OK,
+                        f"{models_dir / f.path}: {problem}" if problem else f"sha256 {f.sha256[:12]}…, {f.size} bytes"))
+    return rows or [Row("models", FAIL, "the manifest names no default model")]
+
+
+def _editor_rows(editor: ed.Editor) -> list[Row]:
+    name = editor.kind
+    if editor.plugins_root == Path():
+        return [Row(f"{name}", FAIL, f"{editor.label}: {'; '.join(editor.notes)}")]
+    rows = [Row(f"{name}", OK, f"{editor.label}; Python: {editor.python.describe()}")]
+    plugin_dir = editor.plugins_root / plugins.PLUGIN_NAME
+    drift = plugins.plugin_drift(name, plugin_dir)
+    rows.append(Row(f"{name} plugin", FAIL if drift else OK,
+                    "; ".join(drift[:3]) + (f" (+{len(drift) - 3} more)" if len(drift) > 3 else "") if drift
+                    else str(plugin_dir)))
+    if name == "krita" and editor.kritarc is not None:
+        enabled = plugins.kritarc_enabled(editor.kritarc)
+        rows.append(Row("krita enabled", OK if enabled else FAIL,
+                        f"{editor.kritarc}: [python] enable_dfimat" + ("=true" if enabled else " not set")))
+    if not drift:
+        ok, detail = ed.import_probe(editor.python, plugin_dir)
+        status = SKIP if ok is None else OK if ok else FAIL
+        rows.append(Row(f"{name} imports", status, detail))
+    return rows
+
+
+def diagnose(editors: list[ed.Editor], models_dir: Path | None, editors_wanted: bool = True) -> list[Row]:
+    rows: list[Row] = []
+    marker = marker_path()
+    rows.append(Row("install state", FAIL if marker.exists() else OK,
+                    f"incomplete ({marker} exists): rerun install.py" if marker.exists() else "complete"))
+    path = config_path()
+    try:
+        conf = cfg.read_config(path)
+    except ValueError as exc:
+        rows.append(Row("config", FAIL, str(exc)))
+        conf = None
+    if conf is not None:
+        rows.append(Row("config", OK, str(path)))
+        problem = cfg.token_problem(Path(conf["token_file"]))
+        rows.append(Row("token", FAIL if problem else OK, f"{conf['token_file']}" + (f": {problem}" if problem else "")))
+        rows += _backend_rows(conf)
+    if models_dir is None:
+        models_dir = Path(conf["models_dir"]) if conf else models.REPO_MODELS
+    rows += _model_rows(models_dir)
+    if editors_wanted:
+        if not editors:
+            rows.append(Row("editors", FAIL, "neither GIMP 3 nor Krita found (use --gimp-dir / --krita-dir)"))
+        for kind in ("gimp", "krita"):
+            if editors and not any(e.kind == kind for e in editors):
+                rows.append(Row(kind, SKIP, "not found"))
+        for editor in editors:
+            rows += _editor_rows(editor)
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    width = max(len(r.item) for r in rows)
+    for r in rows:
+        print(f"{r.item:<{width}}  {r.status:<4}  {r.detail}")
+
+
+def failed(rows: list[Row]) -> bool:
+    return any(r.status == FAIL for r in rows)

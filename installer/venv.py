@@ -1,0 +1,174 @@
+"""The backend's own virtual environment: create, install torch (CPU or CUDA) and the backend, verify."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from installer.files import source_files
+from installer.paths import venv_python
+
+REPO = Path(__file__).resolve().parent.parent
+STAMP_NAME = "dfimat-install.json"
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# When the official CPU index is unreachable, a plain PyPI "torch" would be the multi-GB CUDA build. This pin
+# instead resolves to the +cpu wheel that this project's machines keep on local disk (pip find-links); on other
+# machines set DFIMAT_TORCH_SPEC (e.g. to a wheel path) to choose another build.
+TORCH_FALLBACK_SPEC = "torch==2.13.0"
+TORCH_RANGE = ">=2.4,<2.15"
+IMPORT_CHECK = "import backend, torch, zmq, numpy, cv2; print(torch.__version__, torch.cuda.is_available())"
+
+
+def stage_sources(dest: Path) -> Path:
+    """Copy what the package build needs into ``dest``.
+
+    pip builds a local project in place, and setuptools' build/ folder keeps modules that were since deleted from
+    the sources, which would then ship again; a fresh copy per install avoids that and leaves the repo untouched.
+    """
+    root = dest / "dfimat"
+    for name in ("pyproject.toml", "README.md", "LICENSE", "setup.cfg", "MANIFEST.in"):
+        if (REPO / name).is_file():
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    for pkg in ("backend", "dfimat_client"):
+        for rel in source_files(REPO / pkg):
+            (root / pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / pkg / rel, root / pkg / rel)
+    return root
+
+
+def detect_device() -> str:
+    """``cuda`` when ``nvidia-smi`` runs and lists a GPU, else ``cpu``."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return "cpu"
+    try:
+        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired):
+        return "cpu"
+    return "cuda" if out.returncode == 0 and "GPU" in out.stdout else "cpu"
+
+
+def fingerprint(device: str) -> str:
+    """Changes whenever what would be installed changes: sources, dependencies, device, torch choice."""
+    h = hashlib.sha256()
+    h.update(f"{device}\0{os.environ.get('DFIMAT_TORCH_SPEC', '')}\0".encode())
+    h.update((REPO / "pyproject.toml").read_bytes())
+    for pkg in ("backend", "dfimat_client"):
+        root = REPO / pkg
+        if root.is_dir():
+            for rel in source_files(root):
+                h.update(f"{pkg}/{rel.as_posix()}\0".encode())
+                h.update((root / rel).read_bytes())
+    return h.hexdigest()
+
+
+def read_stamp(venv: Path) -> dict:
+    try:
+        return json.loads((venv / STAMP_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def import_check(python: Path) -> tuple[bool, str]:
+    """Run the backend's key imports in ``python``; returns (ok, torch version + cuda flag or the error)."""
+    if not Path(python).exists():
+        return False, f"{python} does not exist"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    try:
+        out = subprocess.run(
+            [str(python), "-c", IMPORT_CHECK], capture_output=True, text=True, timeout=300, env=env, cwd=Path.home()
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, str(exc)
+    if out.returncode:
+        lines = (out.stderr or out.stdout).strip().splitlines()
+        return False, lines[-1] if lines else f"exit code {out.returncode}"
+    return True, out.stdout.strip()
+
+
+def describe_torch(detail: str) -> str:
+    """Human form of import_check's output ("2.13.0+cpu False")."""
+    version, _, cuda = detail.rpartition(" ")
+    return f"torch {version}, CUDA {'available' if cuda == 'True' else 'not available'}"
+
+
+def is_current(venv: Path, device: str) -> bool:
+    return read_stamp(venv).get("fingerprint") == fingerprint(device) and import_check(venv_python(venv))[0]
+
+
+def _run(cmd: list[str], log) -> None:
+    log("  + " + " ".join(cmd))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run(cmd, check=True, env=env)
+
+
+def _cpu_index_reachable(timeout: float = 5.0) -> bool:
+    try:
+        with urllib.request.urlopen(TORCH_CPU_INDEX + "/torch/", timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def torch_install_args(device: str, log) -> list[str]:
+    """pip arguments that install a torch build matching ``device`` without dragging CUDA onto CPU machines."""
+    override = os.environ.get("DFIMAT_TORCH_SPEC")
+    if override:
+        return [override]
+    if device == "cuda":
+        return [f"torch{TORCH_RANGE}"]  # PyPI's default Linux torch wheel is the CUDA build
+    if _cpu_index_reachable():
+        log(f"  torch: CPU build from {TORCH_CPU_INDEX}")
+        return ["--index-url", TORCH_CPU_INDEX, f"torch{TORCH_RANGE}"]
+    log(f"  torch: {TORCH_CPU_INDEX} unreachable, using {TORCH_FALLBACK_SPEC} (the CPU wheel on this machine)")
+    return [TORCH_FALLBACK_SPEC]
+
+
+def ensure_venv(venv: Path, device: str, log=print) -> None:
+    """Create or repair ``venv`` and install the backend into it (non-editable); the stamp is written last.
+
+    The stamp's absence is what marks the venv incomplete, so an interrupted run is redone on the next one.
+    """
+    python = venv_python(venv)
+    previous_device = read_stamp(venv).get("device")
+    (venv / STAMP_NAME).unlink(missing_ok=True)
+    if not python.exists() or not (venv / "pyvenv.cfg").exists():
+        # `venv --clear` empties the folder: never do that to one that is not (the remains of) a venv.
+        if venv.is_dir() and any(venv.iterdir()) and not (venv / "pyvenv.cfg").exists():
+            raise RuntimeError(f"{venv} exists and is not a virtual environment; choose another --venv")
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _run([sys.executable, "-m", "venv", "--clear", str(venv)], log)
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(
+                f"could not create a venv at {venv} with {sys.executable}; on Debian/Ubuntu install "
+                "python3-venv (sudo apt-get install python3-venv) and rerun"
+            ) from exc
+    pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check"]
+    _run([*pip, "-q", "--upgrade", "pip"], log)
+    has_torch = subprocess.run([str(python), "-c", "import torch"], capture_output=True).returncode == 0
+    quiet = ["-q"] if has_torch else []  # a first install shows pip's progress; an update only its errors
+    if not has_torch:
+        _run([*pip, *torch_install_args(device, log)], log)
+    elif previous_device not in (None, device):
+        log(f"  device changed {previous_device} -> {device}: replacing torch")
+        _run([*pip, "--force-reinstall", "--no-deps", *torch_install_args(device, log)], log)
+    with tempfile.TemporaryDirectory(prefix="dfimat-src-") as tmp:
+        src = stage_sources(Path(tmp))
+        target = f"{src}[gpu]" if device == "cuda" else str(src)
+        # --upgrade rebuilds the local project even when its version number did not change.
+        _run([*pip, *quiet, "--upgrade", target], log)
+    ok, detail = import_check(python)
+    if not ok:
+        raise RuntimeError(f"the backend venv at {venv} was installed but its imports fail: {detail}")
+    stamp = {"fingerprint": fingerprint(device), "device": device, "torch": detail}
+    (venv / STAMP_NAME).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")

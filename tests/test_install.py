@@ -1,0 +1,250 @@
+"""install.py end to end into temporary folders (offline, fake editor folders), plus its building blocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_install_support import REPO, fast_args, isolated_env, make_models, run_install, snapshot
+
+sys.path.insert(0, str(REPO))
+
+import install  # noqa: E402
+from installer import paths, plugins  # noqa: E402
+
+PAYLOAD = bytes(range(256)) * 400  # stands in for the weights: the installer only checks bytes
+
+
+@pytest.fixture
+def setup(tmp_path):
+    env = isolated_env(tmp_path)
+    models = make_models(tmp_path / "models", PAYLOAD)
+    return tmp_path, env, models
+
+
+def _config(env) -> dict:
+    return json.loads((Path(env["XDG_CONFIG_HOME"]) / "dfimat" / "config.json").read_text())
+
+
+# ---------------------------------------------------------------- plugin copying (the contract functions)
+
+
+def _fake_sources(tmp: Path, monkeypatch) -> Path:
+    src = tmp / "src"
+    (src / "gimp" / "__pycache__").mkdir(parents=True)
+    (src / "gimp" / "dfimat.py").write_text("#!/usr/bin/env python3\n")
+    (src / "gimp" / "helper.py").write_text("x = 1\n")
+    (src / "gimp" / "__pycache__" / "helper.cpython-311.pyc").write_bytes(b"\0")
+    (src / "client").mkdir()
+    (src / "client" / "__init__.py").write_text("")
+    (src / "krita" / "dfimat").mkdir(parents=True)
+    (src / "krita" / "dfimat" / "__init__.py").write_text("")
+    (src / "krita" / "dfimat.desktop").write_text("[Desktop Entry]\n")
+    monkeypatch.setattr(plugins, "GIMP_SRC", src / "gimp")
+    monkeypatch.setattr(plugins, "CLIENT_SRC", src / "client")
+    monkeypatch.setattr(plugins, "KRITA_SRC", src / "krita" / "dfimat")
+    monkeypatch.setattr(plugins, "KRITA_DESKTOP", src / "krita" / "dfimat.desktop")
+    return src
+
+
+def test_gimp_plugin_is_executable_vendored_and_without_caches(tmp_path, monkeypatch):
+    src = _fake_sources(tmp_path, monkeypatch)
+    dest = install.install_gimp_plugin(tmp_path / "plug-ins")
+    assert dest == tmp_path / "plug-ins" / "dfimat"
+    assert os.access(dest / "dfimat.py", os.X_OK)
+    assert (dest / "vendor" / "dfimat_client" / "__init__.py").is_file()
+    assert not (dest / "__pycache__").exists()
+    # An upgrade drops modules the new version no longer has, but keeps the vendored pyzmq.
+    (dest / "vendor" / "zmq").mkdir()
+    (src / "gimp" / "helper.py").unlink()
+    install.install_gimp_plugin(tmp_path / "plug-ins")
+    assert not (dest / "helper.py").exists()
+    assert (dest / "vendor" / "zmq").is_dir()
+
+
+def test_krita_plugin_enabled_without_disturbing_kritarc(tmp_path, monkeypatch):
+    _fake_sources(tmp_path, monkeypatch)
+    rc = tmp_path / "kritarc"
+    original = "[General]\nSomeKey=1\n# a comment\n\n[python]\nenable_other=true\nenable_dfimat=false\n\n[Zoo][Sub]\nCase=Keep\n"
+    rc.write_text(original)
+    dest = install.install_krita_plugin(tmp_path / "pykrita", rc)
+    assert (tmp_path / "pykrita" / "dfimat.desktop").is_file()
+    assert (dest / "vendor" / "dfimat_client" / "__init__.py").is_file()
+    assert rc.read_text() == original.replace("enable_dfimat=false", "enable_dfimat=true")
+    assert plugins.remove_kritarc_key(rc, "python", "enable_dfimat")
+    assert rc.read_text() == original.replace("enable_dfimat=false\n", "")
+
+
+def test_kritarc_without_python_section_gets_one(tmp_path):
+    rc = tmp_path / "kritarc"
+    rc.write_text("[General]\nA=1")
+    assert plugins.set_kritarc_key(rc, "python", "enable_dfimat", "true")
+    assert rc.read_text() == "[General]\nA=1\n\n[python]\nenable_dfimat=true\n"
+    assert not plugins.set_kritarc_key(rc, "python", "enable_dfimat", "true")
+
+
+def test_real_plugin_folders_install(tmp_path):
+    gimp = install.install_gimp_plugin(tmp_path / "g")
+    krita = install.install_krita_plugin(tmp_path / "k", tmp_path / "kritarc")
+    assert plugins.plugin_drift("gimp", gimp) == []
+    assert plugins.plugin_drift("krita", krita) == []
+
+
+def test_endpoint_prefers_a_user_socket(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "is_windows", lambda: False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert paths.default_endpoint() == f"ipc://{tmp_path}/dfimat/backend.sock"
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert paths.default_endpoint() == "tcp://127.0.0.1:5599"
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def test_install_is_offline_complete_and_idempotent(setup):
+    tmp, env, models = setup
+    first = run_install(fast_args(tmp), env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    conf = _config(env)
+    from backend import __version__
+
+    assert conf["schema"] == 1 and conf["device"] in ("cpu", "cuda") and conf["version"] == __version__
+    assert conf["backend_command"] == [sys.executable, "-m", "backend", "serve"]
+    assert conf["models_dir"] == str(models.parent.parent)
+    assert conf["endpoint"] == "tcp://127.0.0.1:5599"  # no XDG_RUNTIME_DIR in the isolated env
+    token = Path(conf["token_file"])
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert len(token.read_text().strip()) == 64
+    assert os.access(tmp / "gimp-plug-ins" / "dfimat" / "dfimat.py", os.X_OK)
+    assert "enable_dfimat=true" in (tmp / "kritarc").read_text()
+
+    before = snapshot(tmp)
+    second = run_install(fast_args(tmp), env)
+    assert second.returncode == 0, second.stderr
+    steps = [line for line in second.stdout.splitlines() if line.startswith("[")]
+    assert len(steps) == 5 and all(line.endswith("nothing to do") for line in steps), second.stdout
+    assert snapshot(tmp) == before
+
+
+def test_check_passes_then_catches_corrupt_model_and_missing_plugin(setup):
+    tmp, env, models = setup
+    assert run_install(fast_args(tmp), env).returncode == 0
+    check_args = ["--check", *fast_args(tmp)[1:]]
+    ok = run_install(check_args, env)
+    assert ok.returncode == 0, ok.stdout
+    assert "FAIL" not in ok.stdout and "gimp imports" in ok.stdout and "krita enabled" in ok.stdout
+
+    data = bytearray(models.read_bytes())
+    data[1000] ^= 0xFF  # same size, different content: only the hash can tell
+    models.write_bytes(bytes(data))
+    bad = run_install(check_args, env)
+    assert bad.returncode == 1
+    assert any("FAIL" in line and "sha256" in line for line in bad.stdout.splitlines()), bad.stdout
+
+    models.write_bytes(PAYLOAD)
+    (tmp / "pykrita" / "dfimat.desktop").unlink()
+    bad = run_install(check_args, env)
+    assert bad.returncode == 1
+    assert any(line.startswith("krita plugin") and "FAIL" in line and "dfimat.desktop missing" in line
+               for line in bad.stdout.splitlines()), bad.stdout
+
+
+def test_rerun_repairs_a_damaged_install(setup):
+    tmp, env, models = setup
+    assert run_install(fast_args(tmp), env).returncode == 0
+    entry = tmp / "gimp-plug-ins" / "dfimat" / "dfimat.py"
+    entry.chmod(0o644)
+    (tmp / "pykrita" / "dfimat" / "vendor" / "dfimat_client" / "protocol.py").write_text("broken")
+    again = run_install(fast_args(tmp), env)
+    assert again.returncode == 0, again.stderr
+    assert os.access(entry, os.X_OK)
+    assert run_install(["--check", *fast_args(tmp)[1:]], env).returncode == 0
+
+
+def test_missing_weights_leave_the_install_marked_incomplete(setup):
+    tmp, env, models = setup
+    models.unlink()
+    out = run_install(fast_args(tmp), env)
+    assert out.returncode == 1
+    assert "no download URL" in out.stderr
+    check = run_install(["--check", *fast_args(tmp)[1:]], env)
+    assert check.returncode == 1
+    assert any(line.startswith("install state") and "incomplete" in line for line in check.stdout.splitlines())
+    # The rest of the install still went through, so fixing the model and rerunning finishes it.
+    models.write_bytes(PAYLOAD)
+    assert run_install(fast_args(tmp), env).returncode == 0
+    assert run_install(["--check", *fast_args(tmp)[1:]], env).returncode == 0
+
+
+def test_uninstall_removes_only_what_it_installed(setup):
+    tmp, env, models = setup
+    (tmp / "pykrita").mkdir()
+    (tmp / "pykrita" / "other_plugin.desktop").write_text("keep me")
+    (tmp / "kritarc").write_text("[python]\nenable_other=true\n")
+    before = snapshot(tmp)
+    assert run_install(fast_args(tmp), env).returncode == 0
+    out = run_install(["--uninstall", "--yes"], env)
+    assert out.returncode == 0, out.stderr
+    after = snapshot(tmp)
+    assert set(after) == set(before)
+    assert (tmp / "kritarc").read_text() == "[python]\nenable_other=true\n"
+    assert not (tmp / "gimp-plug-ins").exists()  # created by the installer, so removed with it
+    assert (tmp / "pykrita" / "other_plugin.desktop").read_text() == "keep me"
+    assert run_install(["--uninstall", "--yes"], env).stdout.startswith("nothing to uninstall")
+
+
+def test_without_yes_and_without_a_terminal_nothing_happens(setup):
+    tmp, env, models = setup
+    out = run_install(fast_args(tmp)[1:], env)
+    assert out.returncode == 1 and "--yes" in out.stderr
+    assert not (Path(env["XDG_CONFIG_HOME"]) / "dfimat").exists()
+    assert not (tmp / "gimp-plug-ins").exists()
+
+
+def test_pyzmq_is_vendored_for_an_editor_python_that_lacks_it(setup):
+    tmp, env, models = setup
+    bare = f"{sys.executable} -S"  # no site-packages: like an editor Python without pyzmq
+    out = run_install(fast_args(tmp, python=bare), env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "vendoring pyzmq for Python" in out.stdout
+    for vendor in (tmp / "gimp-plug-ins" / "dfimat" / "vendor", tmp / "pykrita" / "dfimat" / "vendor"):
+        assert (vendor / "zmq" / "__init__.py").is_file()
+    check = run_install(["--check", *fast_args(tmp, python=bare)[1:]], env)
+    assert check.returncode == 0, check.stdout
+    assert "dfimat/vendor/zmq" in check.stdout
+
+
+def test_kritarc_created_by_the_installer_goes_away_on_removal(tmp_path):
+    rc = tmp_path / "kritarc"
+    assert plugins.set_kritarc_key(rc, "python", "enable_dfimat", "true")
+    assert plugins.kritarc_enabled(rc)
+    assert plugins.remove_kritarc_key(rc, "python", "enable_dfimat")
+    assert not rc.exists()
+
+
+def test_pip_platform_tags_for_editor_pythons():
+    from installer.editors import pip_platforms, python_override
+
+    assert pip_platforms("linux-x86_64", "2.36") == ["manylinux_2_36_x86_64", "manylinux2014_x86_64"]
+    assert pip_platforms("macosx-11.0-arm64") == ["macosx_11_0_arm64", "macosx_11_0_universal2"]
+    assert pip_platforms("win-amd64") == ["win_amd64"]
+    embedded = python_override("3.10")  # e.g. the Krita AppImage: only the version is known
+    assert embedded.command is None and embedded.version == "3.10" and embedded.platforms
+    with pytest.raises(ValueError, match="does not run"):
+        python_override("/nonexistent/python3")
+
+
+def test_a_non_venv_folder_is_never_cleared(tmp_path):
+    from installer.venv import ensure_venv
+
+    precious = tmp_path / "Documents"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("keep")
+    with pytest.raises(RuntimeError, match="not a virtual environment"):
+        ensure_venv(precious, "cpu", log=lambda _m: None)
+    assert (precious / "thesis.txt").read_text() == "keep"
