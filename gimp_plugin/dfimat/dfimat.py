@@ -1,0 +1,468 @@
+#!/usr/bin/env python3
+"""DFIMat for GIMP 3: pick one person with a box, path points, brush strokes or a sentence.
+
+The only module that talks to GIMP (GObject introspection). It reads the user's intent from GIMP's own tools,
+asks the local DFIMat backend for an alpha matte and writes it back as a layer mask or a selection in one undo
+group. Every GIMP call of a plug-in runs in a fresh process, so the backend keeps the session (keyed by image
+and layer) and a parasite on the layer remembers which prompts that session has already seen.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+if (HERE / "vendor").is_dir():
+    sys.path.insert(0, str(HERE / "vendor"))
+
+import intent as it  # noqa: E402
+import link  # noqa: E402
+
+PROC_SELECT = "plug-in-dfimat-select-person"
+PROC_MASK = "plug-in-dfimat-layer-mask"
+PROC_BATCH = "plug-in-dfimat-batch-masks"
+PROC_SPLIT = "plug-in-dfimat-split-people"
+PROC_RESET = "plug-in-dfimat-reset"
+STATE_PARASITE = "dfimat-round-state"
+OUTPUTS = {"mask": "Layer mask", "selection": "Selection"}
+SCOPES = {"selected": "Selected layers", "all": "All layers"}
+RGB = "R'G'B' u8"
+
+
+# --- reading the image -------------------------------------------------------------------------------------
+
+
+def _rect_of(layer) -> it.Rect:
+    _, x, y = layer.get_offsets()
+    return it.Rect(x, y, layer.get_width(), layer.get_height())
+
+
+def _read(drawable, fmt: str, x: int = 0, y: int = 0, w: int | None = None, h: int | None = None) -> bytes:
+    """Pixels of the (x, y, w, h) window of a drawable (default: all of it) in a babl format."""
+    w = drawable.get_width() if w is None else w
+    h = drawable.get_height() if h is None else h
+    buf = drawable.get_buffer()
+    # GEGL converts any precision (16-bit, float, linear) to the requested 8-bit format.
+    return bytes(buf.get(Gegl.Rectangle.new(x, y, w, h), 1.0, fmt, Gegl.AbyssPolicy.CLAMP))
+
+
+def _all_layers(image) -> list:
+    out = []
+
+    def walk(layers):
+        for layer in layers:
+            out.append(layer)
+            if layer.is_group():
+                walk(layer.get_children())
+
+    walk(image.get_layers())
+    return out
+
+
+def _target_layer(image, drawables):
+    """The one layer to matte: a selected mask stands for its layer; stroke layers are never the target."""
+    layers = []
+    for d in drawables or []:
+        if isinstance(d, Gimp.LayerMask):
+            d = Gimp.Layer.from_mask(d)
+        if isinstance(d, Gimp.Layer) and it.stroke_layer_polarity(d.get_name()) is None:
+            layers.append(d)
+    if not layers:
+        raise link.UserError(
+            "Select the photo layer to matte (not a channel or a \"DFIMat +/-\" stroke layer) and run again."
+        )
+    return layers[0]
+
+
+def _selection_bounds(image):
+    if Gimp.Selection.is_empty(image):
+        return None
+    ok, non_empty, x1, y1, x2, y2 = Gimp.Selection.bounds(image)
+    return (x1, y1, x2, y2) if ok and non_empty else None
+
+
+def _paths(image) -> list[it.PathInfo]:
+    out = []
+    for path in image.get_paths():
+        strokes = []
+        for sid in path.get_strokes():
+            _kind, controls, _closed = path.stroke_get_points(sid)
+            # Bézier strokes are control-anchor-control triples; the anchors are every third pair.
+            anchors = tuple((controls[i], controls[i + 1]) for i in range(2, len(controls) - 1, 6))
+            polyline: tuple = ()
+            if len(anchors) > 1:
+                coords, _closed2 = path.stroke_interpolate(sid, 1.0)
+                polyline = tuple((coords[i], coords[i + 1]) for i in range(0, len(coords) - 1, 2))
+            if anchors:
+                strokes.append(it.PathStroke(anchors, polyline))
+        out.append(it.PathInfo(path.get_name(), tuple(strokes)))
+    return out
+
+
+def _stroke_layers(image, target: it.Rect) -> list[it.StrokeLayer]:
+    """Every "DFIMat ±" layer's alpha, read only where it overlaps the target layer (big images stay cheap)."""
+    out = []
+    for layer in _all_layers(image):
+        if it.stroke_layer_polarity(layer.get_name()) is None or layer.is_group():
+            continue
+        if not layer.has_alpha():
+            raise link.UserError(
+                f"The stroke layer \"{layer.get_name()}\" has no transparency: add an alpha channel "
+                "(Layer → Transparency → Add Alpha Channel), erase it, and paint the strokes on it."
+            )
+        rect = _rect_of(layer)
+        left, top = max(rect.x, target.x), max(rect.y, target.y)
+        right = min(rect.x + rect.width, target.x + target.width)
+        bottom = min(rect.y + rect.height, target.y + target.height)
+        if right <= left or bottom <= top:
+            continue
+        alpha = _read(layer, "A u8", left - rect.x, top - rect.y, right - left, bottom - top)
+        out.append(it.StrokeLayer(layer.get_name(), layer.get_id(), it.Rect(left, top, right - left, bottom - top),
+                                  alpha))
+    return out
+
+
+def _collect_intent(image, target, text: str) -> it.Intent:
+    rect = _rect_of(target)
+    intent = it.build_intent(
+        rect, _selection_bounds(image), _paths(image), _stroke_layers(image, rect),
+        dialog_text=text, layer_name=target.get_name(),
+    )
+    return it.require_prompt(intent)
+
+
+def _session_key(image, layer) -> str:
+    return f"gimp:{image.get_id()}:{layer.get_id()}"
+
+
+def _load_state(layer) -> it.RoundState | None:
+    parasite = layer.get_parasite(STATE_PARASITE)
+    if parasite is None:
+        return None
+    return it.RoundState.from_bytes(bytes(parasite.get_data()))
+
+
+def _store_state(layer, state: it.RoundState | None) -> None:
+    if state is None:
+        if layer.get_parasite(STATE_PARASITE) is not None:
+            layer.detach_parasite(STATE_PARASITE)
+        return
+    # Flags 0: not persistent (a session id means nothing after GIMP restarts) and not undoable, so storing
+    # the state adds no undo step and never marks the image dirty.
+    layer.attach_parasite(Gimp.Parasite.new(STATE_PARASITE, 0, list(state.to_bytes())))
+
+
+# --- writing the result ------------------------------------------------------------------------------------
+
+
+def _write_shadow(drawable, x: int, y: int, w: int, h: int, data: bytes) -> None:
+    """An undoable write. GIMP clips shadow merges to the current selection, so callers clear it first."""
+    shadow = drawable.get_shadow_buffer()
+    shadow.set(Gegl.Rectangle.new(x, y, w, h), "Y u8", data)
+    shadow.flush()
+    drawable.merge_shadow(True)
+    drawable.update(x, y, w, h)
+
+
+def _write_mask(layer, alpha: bytes) -> None:
+    """Put the matte on the layer as a new mask (replacing any old one): adding and removing masks are the
+    undoable steps, and a mask filled before it is attached needs no selection-clipped shadow merge."""
+    mask = layer.create_mask(Gimp.AddMaskType.BLACK)
+    buf = mask.get_buffer()
+    buf.set(Gegl.Rectangle.new(0, 0, layer.get_width(), layer.get_height()), "Y u8", alpha)
+    buf.flush()
+    if layer.get_mask() is not None:
+        layer.remove_mask(Gimp.MaskApplyMode.DISCARD)
+    layer.add_mask(mask)
+
+
+def _write_selection(image, layer, alpha: bytes) -> None:
+    rect = _rect_of(layer)
+    left, top = max(rect.x, 0), max(rect.y, 0)
+    right = min(rect.x + rect.width, image.get_width())
+    bottom = min(rect.y + rect.height, image.get_height())
+    Gimp.Selection.none(image)
+    if right <= left or bottom <= top:
+        return
+    sub = it.sub_rect(alpha, rect.width, left - rect.x, top - rect.y, right - left, bottom - top)
+    _write_shadow(image.get_selection(), left, top, right - left, bottom - top, sub)
+
+
+# --- procedures --------------------------------------------------------------------------------------------
+
+
+def _tick(info: dict | None) -> None:
+    """Advance GIMP's progress bar from the backend's progress messages (a pulse while it only works)."""
+    done, total = (info or {}).get("done"), (info or {}).get("total")
+    if isinstance(done, int) and isinstance(total, int) and total > 0:
+        Gimp.progress_update(min(done / total, 1.0))
+    else:
+        Gimp.progress_pulse()
+
+
+def _fail(procedure, message: str):
+    return procedure.new_return_values(
+        Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error.new_literal(Gimp.PlugIn.error_quark(), message, 0)
+    )
+
+
+def _show_dialog(procedure, config, title: str) -> bool:
+    gi.require_version("GimpUi", "3.0")
+    from gi.repository import GimpUi
+
+    GimpUi.init("dfimat")
+    dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
+    dialog.fill(None)
+    accepted = dialog.run()
+    dialog.destroy()
+    return bool(accepted)
+
+
+def _runner(title: str, body, dialog: bool = True):
+    """A GIMP run function around ``body(image, drawables, config)``.
+
+    Bodies read everything and call the backend before they open their undo group, so a UserError (or any
+    other failure) before that point leaves the image exactly as it was.
+    """
+
+    def run(procedure, run_mode, image, drawables, config, data):
+        if dialog and run_mode == Gimp.RunMode.INTERACTIVE and not _show_dialog(procedure, config, title):
+            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+        Gimp.progress_init(f"{title}…")
+        try:
+            body(image, drawables, config)
+        except (link.UserError, it.IntentError) as exc:
+            return _fail(procedure, str(exc))
+        except Exception as exc:
+            traceback.print_exc()
+            return _fail(procedure, f"DFIMat failed unexpectedly: {type(exc).__name__}: {exc}")
+        finally:
+            Gimp.progress_end()
+        Gimp.displays_flush()
+        return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+    return run
+
+
+def _text_arg(config) -> str:
+    return (config.get_property("text") or "").strip()
+
+
+def _choice(config, name: str, allowed: dict[str, str]) -> str:
+    value = (config.get_property(name) or "").strip().lower()
+    if value not in allowed:
+        raise link.UserError(f"'{name}' must be one of {', '.join(allowed)}, not {value!r}.")
+    return value
+
+
+def _predict_layer(image, layer, text: str) -> tuple[bytes, it.RoundState, list[str]]:
+    """Read, ask the backend; nothing in the image is touched here. Returns the matte, the round state and
+    notes about prompt parts that were ignored (outside the layer)."""
+    intent = _collect_intent(image, layer, text)
+    w, h = layer.get_width(), layer.get_height()
+    pixels = _read(layer, RGB)
+    backend = link.Link(_tick)
+    session = backend.open_image(pixels, w, h, 3, key=_session_key(image, layer))
+    prompts, state = it.next_round(intent, _load_state(layer), session)
+    if it.round_is_empty(prompts):
+        # Nothing was added since the last run: start the session over from everything the image shows.
+        backend.reset(session)
+        prompts = intent.to_prompts()
+    alpha, aw, ah = backend.predict(session, prompts)
+    if (aw, ah) != (w, h) or len(alpha) != w * h:
+        raise link.UserError(f"The backend answered with a {aw}x{ah} matte for a {w}x{h} layer; re-run install.py.")
+    return alpha, state, intent.notes
+
+
+def select_person(image, drawables, config) -> None:
+    output = _choice(config, "output", OUTPUTS)
+    layer = _target_layer(image, drawables)
+    alpha, state, notes = _predict_layer(image, layer, _text_arg(config))
+    image.undo_group_start()
+    try:
+        if output == "mask":
+            _write_mask(layer, alpha)
+        else:
+            _write_selection(image, layer, alpha)
+    finally:
+        image.undo_group_end()
+    _store_state(layer, state)
+    if notes:
+        Gimp.message("DFIMat: " + "; ".join(notes))
+
+
+def _batch_targets(image, drawables, scope: str) -> list:
+    pool = _all_layers(image) if scope == "all" else [
+        Gimp.Layer.from_mask(d) if isinstance(d, Gimp.LayerMask) else d for d in drawables or []
+    ]
+    layers = [
+        layer for layer in pool
+        if isinstance(layer, Gimp.Layer) and not layer.is_group()
+        and it.stroke_layer_polarity(layer.get_name()) is None
+    ]
+    if not layers:
+        raise link.UserError("No layer to mask: select the layers (or choose \"All layers\") and run again.")
+    return layers
+
+
+def batch_masks(image, drawables, config) -> None:
+    scope = _choice(config, "scope", SCOPES)
+    text = _text_arg(config)
+    layers = _batch_targets(image, drawables, scope)
+    bounds = _selection_bounds(image)
+    items = []
+    for layer in layers:
+        rect = _rect_of(layer)
+        box = it.selection_box(bounds, rect) if bounds else None
+        if not box and not text:
+            raise link.UserError(
+                "Batch masks need one prompt for all layers: a rectangle selection around the person "
+                "and/or a description."
+            )
+        items.append({"pixels": _read(layer, RGB), "width": rect.width, "height": rect.height,
+                      "channels": 3, "prompts": {"box": box, "text": text or None}})
+    results = link.Link(_tick).batch(items)
+    alphas = []
+    for layer, entry in zip(layers, results, strict=True):
+        if entry["error"] is not None or not entry["masks"]:
+            why = entry["error"] or "no matte"
+            raise link.UserError(f"DFIMat could not mask the layer \"{layer.get_name()}\": {why}")
+        alphas.append(entry["masks"][0]["alpha"])
+    image.undo_group_start()
+    try:
+        for layer, alpha in zip(layers, alphas, strict=True):
+            _write_mask(layer, alpha)
+    finally:
+        image.undo_group_end()
+
+
+def split_people(image, drawables, config) -> None:
+    layer = _target_layer(image, drawables)
+    w, h = layer.get_width(), layer.get_height()
+    item = {"pixels": _read(layer, RGB), "width": w, "height": h, "channels": 3, "prompts": {},
+            "every_person": True}
+    (entry,) = link.Link(_tick).batch([item])
+    if entry["error"] is not None:
+        raise link.UserError(f"DFIMat could not find the people: {entry['error']}")
+    people = [m["alpha"] for m in entry["masks"]]
+    if not people:
+        raise link.UserError("DFIMat found no person in this layer.")
+    parent = layer.get_parent()
+    position = image.get_item_position(layer)
+    image.undo_group_start()
+    try:
+        for index, alpha in enumerate(people, start=1):
+            copy = layer.copy()
+            copy.set_name(f"{layer.get_name()} – person {index}")
+            image.insert_layer(copy, parent, position)
+            _write_mask(copy, alpha)
+    finally:
+        image.undo_group_end()
+
+
+def start_over(image, drawables, config) -> None:
+    layer = _target_layer(image, drawables)
+    state = _load_state(layer)
+    if state is not None:
+        link.Link(_tick).reset(state.session)
+    _store_state(layer, None)
+
+
+RUNNERS = {
+    PROC_SELECT: _runner("DFIMat Select Person", select_person),
+    PROC_MASK: _runner("DFIMat Person Mask", select_person),
+    PROC_BATCH: _runner("DFIMat Batch Layer Masks", batch_masks),
+    PROC_SPLIT: _runner("DFIMat Split People into Layers", split_people, dialog=False),
+    PROC_RESET: _runner("DFIMat Start Over", start_over, dialog=False),
+}
+
+
+# --- registration ------------------------------------------------------------------------------------------
+
+_RW = GObject.ParamFlags.READWRITE
+_TEXT_HELP = "Who to pick, e.g. \"the woman in the red coat\" (optional)"
+
+
+def _choice_of(options: dict[str, str]):
+    choice = Gimp.Choice.new()
+    for index, (nick, label) in enumerate(options.items()):
+        choice.add(nick, index, label, "")
+    return choice
+
+
+class DFIMat(Gimp.PlugIn):
+    def do_set_i18n(self, name):
+        return False
+
+    def do_query_procedures(self):
+        return [PROC_SELECT, PROC_MASK, PROC_BATCH, PROC_SPLIT, PROC_RESET]
+
+    def do_create_procedure(self, name):
+        proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, RUNNERS[name], None)
+        proc.set_image_types("RGB*, GRAY*")
+        proc.set_attribution("DFIMat contributors", "DFIMat contributors", "2026")
+        if name in (PROC_SELECT, PROC_MASK):
+            is_mask = name == PROC_MASK
+            proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+            proc.set_menu_label("DFIMat Select Person…" if not is_mask else "DFIMat Person Mask…")
+            proc.add_menu_path("<Image>/Layer/Mask" if is_mask else "<Image>/Select")
+            proc.set_documentation(
+                "Select one person with DFIMat",
+                "Reads the selection (box), paths (points = clicks, strokes = scribbles; names starting with "
+                "'-' or 'bg' are negative), strokes painted on layers named 'DFIMat +' / 'DFIMat -' and the "
+                "text, and writes the person's alpha matte as a layer mask or a selection in one undo step. "
+                "Run again after adding strokes to refine.",
+                name,
+            )
+            proc.add_string_argument("text", "Description", _TEXT_HELP, "", _RW)
+            proc.add_choice_argument(
+                "output", "Output", "Where the matte goes", _choice_of(OUTPUTS),
+                "mask" if is_mask else "selection", _RW,
+            )
+        elif name == PROC_BATCH:
+            proc.set_sensitivity_mask(
+                Gimp.ProcedureSensitivityMask.DRAWABLE | Gimp.ProcedureSensitivityMask.DRAWABLES
+            )
+            proc.set_menu_label("DFIMat Batch Layer Masks…")
+            proc.add_menu_path("<Image>/Layer/Mask")
+            proc.set_documentation(
+                "A DFIMat person mask on many layers",
+                "One prompt (the rectangle selection and/or the text) for every selected layer, or every "
+                "layer with scope 'all'; each layer gets its own layer mask, all in one undo step.",
+                name,
+            )
+            proc.add_string_argument("text", "Description", _TEXT_HELP, "person", _RW)
+            proc.add_choice_argument("scope", "Layers", "Which layers get a mask", _choice_of(SCOPES), "selected", _RW)
+        elif name == PROC_SPLIT:
+            proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+            proc.set_menu_label("DFIMat Split People into Layers")
+            proc.add_menu_path("<Image>/Layer")
+            proc.set_documentation(
+                "One layer per person",
+                "Finds every person in the active layer and adds a copy of the layer with that person's mask "
+                "for each, in one undo step.",
+                name,
+            )
+        else:
+            proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+            proc.set_menu_label("DFIMat Start Over")
+            proc.add_menu_path("<Image>/Select")
+            proc.set_documentation(
+                "Forget this layer's DFIMat rounds",
+                "The next DFIMat run on the active layer starts a fresh session instead of refining.",
+                name,
+            )
+        return proc
+
+
+if __name__ == "__main__":
+    Gimp.main(DFIMat.__gtype__, sys.argv)

@@ -1,0 +1,235 @@
+"""Prompt extraction of the GIMP plug-in from GIMP-like data (runs anywhere, no GIMP needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.editors import gimp_modules
+
+it = gimp_modules.load("intent")
+
+LAYER = it.Rect(x=100, y=50, width=400, height=300)
+
+
+def alpha_with(width: int, height: int, painted: list[tuple[int, int, int, int]], value: int = 255) -> bytes:
+    buf = bytearray(width * height)
+    for x0, y0, x1, y1 in painted:
+        for y in range(y0, y1):
+            buf[y * width + x0:y * width + x1] = bytes([value]) * (x1 - x0)
+    return bytes(buf)
+
+
+# --- names ---
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("DFIMat +", True), ("dfimat+", True), ("DFIMat -", False), ("DFIMat \u2212", False),
+    ("DFIMat positive", True), ("DFIMat neg", False), ("DFIMat bg", False), ("DFIMat fg", True),
+    ("DFIMat", True), ("DFIMat notes", None), ("Layer", None), ("my dfimat +", None),
+])
+def test_stroke_layer_polarity(name, expected):
+    assert it.stroke_layer_polarity(name) is expected
+
+
+@pytest.mark.parametrize(("name", "positive"), [
+    ("Path", True), ("hair", True), ("-", False), ("- sleeve", False), ("bg", False), ("BG left", False),
+    ("\u2212 arm", False), ("Background left", False), ("bgm", False), ("Boy", True),
+])
+def test_path_polarity(name, positive):
+    assert it.path_is_positive(name) is positive
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("woman in the red coat", "woman in the red coat"),
+    ("  the  tall man ", "the tall man"),
+    ("person", "person"),
+    ("Woman", "Woman"),
+    ("Background", None), ("Layer", None), ("Layer #2", None), ("Pasted Layer", None),
+    ("Background copy", None), ("Layer copy #1", None), ("IMG_1234.JPG", None), ("family photo.png", None),
+    ("sky", None), ("DFIMat +", None), ("", None), ("a b", None), ("Background \u2013 person 2", None),
+])
+def test_text_from_layer_name(name, text):
+    assert it.text_from_layer_name(name) == text
+
+
+# --- selection ---
+
+
+def test_selection_is_shifted_by_layer_offset_and_clipped():
+    assert it.selection_box((150, 100, 250, 400), LAYER) == [50.0, 50.0, 150.0, 300.0]
+    assert it.selection_box((0, 0, 120, 60), LAYER) == [0.0, 0.0, 20.0, 10.0]
+
+
+def test_no_selection_or_select_all_means_no_box():
+    assert it.selection_box(None, LAYER) is None
+    assert it.selection_box((0, 0, 1000, 1000), LAYER) is None
+    assert it.selection_box((100, 50, 500, 350), LAYER) is None
+
+
+def test_selection_off_the_layer_is_a_clear_error():
+    with pytest.raises(it.IntentError, match="does not overlap"):
+        it.selection_box((0, 0, 90, 40), LAYER)
+
+
+# --- paths ---
+
+
+def test_single_anchor_strokes_are_clicks_and_longer_ones_scribbles():
+    paths = [
+        it.PathInfo("Path", (it.PathStroke(((200.0, 100.0),)),
+                             it.PathStroke(((110.0, 60.0), (130.0, 80.0)),
+                                           ((110.0, 60.0), (120.0, 70.0), (130.0, 80.0))))),
+        it.PathInfo("- arm", (it.PathStroke(((300.0, 200.0),)),)),
+    ]
+    clicks, scribbles, notes = it.path_prompts(paths, LAYER)
+    assert clicks == [[100.0, 50.0, True], [200.0, 150.0, False]]
+    assert scribbles == [{"points": [[10.0, 10.0], [20.0, 20.0], [30.0, 30.0]], "positive": True,
+                          "width": it.PATH_SCRIBBLE_WIDTH}]
+    assert notes == []
+
+
+def test_path_parts_outside_the_layer_are_dropped_with_a_note():
+    paths = [it.PathInfo("p", (it.PathStroke(((10.0, 10.0),)),
+                               it.PathStroke(((50.0, 60.0), (150.0, 60.0)), ((50.0, 60.0), (150.0, 60.0)))))]
+    clicks, scribbles, notes = it.path_prompts(paths, LAYER)
+    assert clicks == []
+    assert scribbles[0]["points"] == [[50.0, 10.0]]
+    assert len(notes) == 2
+
+
+# --- stroke layers ---
+
+
+def test_stroke_mask_is_cropped_binarized_and_in_target_coordinates():
+    stroke = it.StrokeLayer("DFIMat -", 7, it.Rect(0, 0, 600, 400),
+                            alpha_with(600, 400, [(150, 100, 160, 105)], value=200))
+    mask = it.stroke_mask(stroke, LAYER)
+    assert (mask.x, mask.y, mask.width, mask.height, mask.positive) == (50, 50, 10, 5, False)
+    assert mask.data == b"\xff" * 50
+
+
+def test_faint_pixels_and_strokes_off_the_target_are_ignored():
+    stroke = it.StrokeLayer("DFIMat +", 7, it.Rect(0, 0, 600, 400),
+                            alpha_with(600, 400, [(10, 10, 20, 20)]))
+    assert it.stroke_mask(stroke, LAYER) is None
+    faint = it.StrokeLayer("DFIMat +", 8, it.Rect(100, 50, 400, 300),
+                           alpha_with(400, 300, [(0, 0, 50, 50)], value=it.STROKE_ALPHA_THRESHOLD - 1))
+    assert it.stroke_mask(faint, LAYER) is None
+
+
+def test_stroke_layer_with_its_own_offset_partly_over_the_target():
+    stroke = it.StrokeLayer("DFIMat +", 3, it.Rect(480, 330, 40, 40), alpha_with(40, 40, [(0, 0, 40, 40)]))
+    mask = it.stroke_mask(stroke, LAYER)
+    assert (mask.x, mask.y, mask.width, mask.height) == (380, 280, 20, 20)
+
+
+def test_stroke_layer_size_mismatch_is_rejected():
+    with pytest.raises(ValueError, match="alpha bytes"):
+        it.StrokeLayer("DFIMat +", 1, it.Rect(0, 0, 10, 10), b"\0" * 99)
+
+
+# --- whole intent ---
+
+
+def test_build_intent_mixes_every_prompt_kind():
+    stroke = it.StrokeLayer("DFIMat +", 5, LAYER, alpha_with(400, 300, [(5, 5, 8, 8)]))
+    intent = it.build_intent(LAYER, (150, 100, 250, 300), [it.PathInfo("p", (it.PathStroke(((120.0, 70.0),)),))],
+                             [stroke], dialog_text=None, layer_name="woman with umbrella")
+    prompts = intent.to_prompts()
+    assert prompts["box"] == [50.0, 50.0, 150.0, 250.0]
+    assert prompts["clicks"] == [[20.0, 20.0, True]]
+    assert prompts["stroke_masks"][0]["x"] == 5 and prompts["stroke_masks"][0]["mask"] == b"\xff" * 9
+    assert prompts["text"] == "woman with umbrella"
+
+
+def test_dialog_text_wins_over_layer_name_and_empty_intent_is_refused():
+    assert it.build_intent(LAYER, dialog_text=" the  child ", layer_name="woman").text == "the child"
+    empty = it.build_intent(LAYER, None, layer_name="Background")
+    with pytest.raises(it.IntentError, match="DFIMat \\+"):
+        it.require_prompt(empty)
+
+
+# --- rounds ---
+
+
+def _intent_with_strokes(rects):
+    stroke = it.StrokeLayer("DFIMat -", 9, LAYER, alpha_with(400, 300, rects))
+    return it.build_intent(LAYER, (150, 100, 250, 300), stroke_layers=[stroke])
+
+
+def test_first_round_and_new_session_send_everything():
+    intent = _intent_with_strokes([(0, 0, 4, 4)])
+    prompts, state = it.next_round(intent, None, "s1")
+    assert prompts["box"] and len(prompts["stroke_masks"]) == 1
+    prompts2, _ = it.next_round(intent, state, "s2")
+    assert prompts2 == intent.to_prompts()
+
+
+def test_second_round_sends_only_freshly_painted_pixels():
+    first = _intent_with_strokes([(0, 0, 4, 4)])
+    _, state = it.next_round(first, None, "s1")
+    state = it.RoundState.from_bytes(state.to_bytes())
+    second = _intent_with_strokes([(0, 0, 4, 4), (100, 200, 103, 202)])
+    prompts, state2 = it.next_round(second, state, "s1")
+    assert prompts["box"] is None and prompts["text"] is None
+    (mask,) = prompts["stroke_masks"]
+    assert (mask["x"], mask["y"], mask["width"], mask["height"]) == (100, 200, 3, 2)
+    assert mask["mask"] == b"\xff" * 6 and mask["positive"] is False
+    again, _ = it.next_round(second, state2, "s1")
+    assert it.round_is_empty(again)
+
+
+def test_overlapping_new_stroke_sends_only_the_difference():
+    _, state = it.next_round(_intent_with_strokes([(10, 10, 20, 20)]), None, "s")
+    prompts, _ = it.next_round(_intent_with_strokes([(15, 10, 25, 20)]), state, "s")
+    (mask,) = prompts["stroke_masks"]
+    assert (mask["x"], mask["y"], mask["width"], mask["height"]) == (20, 10, 5, 10)
+
+
+def test_changed_box_and_new_clicks_are_sent_old_ones_are_not():
+    path = it.PathInfo("p", (it.PathStroke(((120.0, 70.0),)),))
+    first = it.build_intent(LAYER, (150, 100, 250, 300), [path])
+    _, state = it.next_round(first, None, "s")
+    path2 = it.PathInfo("p", (it.PathStroke(((120.0, 70.0),)), it.PathStroke(((130.0, 90.0),))))
+    second = it.build_intent(LAYER, (150, 100, 260, 300), [path2])
+    prompts, _ = it.next_round(second, state, "s")
+    assert prompts["box"] == [50.0, 50.0, 160.0, 250.0]
+    assert prompts["clicks"] == [[30.0, 40.0, True]]
+
+
+def test_damaged_or_foreign_state_is_ignored():
+    assert it.RoundState.from_bytes(b"not json") is None
+    assert it.RoundState.from_bytes(b'{"v": 99, "session": "x"}') is None
+    assert it.RoundState.from_bytes(b"[1, 2]") is None
+    assert it.RoundState.from_bytes(None) is None
+
+
+def test_crop_mask_of_a_large_layer_is_fast_enough():
+    import time
+
+    width, height = 6000, 4000
+    data = alpha_with(width, height, [(5000, 3000, 5010, 3020)])
+    start = time.perf_counter()
+    x, y, w, h, cropped = it.crop_mask(data, width, height)
+    elapsed = time.perf_counter() - start
+    assert (x, y, w, h) == (5000, 3000, 10, 20) and len(cropped) == 200
+    assert elapsed < 2.0, f"cropping a 24 MP mask took {elapsed:.2f} s"
+
+
+def test_sub_rect_cuts_a_window_and_refuses_one_outside():
+    data = bytes(range(20))  # 5 wide, 4 high
+    assert it.sub_rect(data, 5, 1, 2, 3, 2) == bytes([11, 12, 13, 16, 17, 18])
+    with pytest.raises(ValueError, match="outside"):
+        it.sub_rect(data, 5, 3, 0, 3, 1)
+
+
+def test_dropping_the_selection_to_paint_keeps_the_box_of_the_session():
+    first = it.build_intent(LAYER, (150, 100, 250, 300))
+    _, state = it.next_round(first, None, "s")
+    stroke = it.StrokeLayer("DFIMat -", 9, LAYER, alpha_with(400, 300, [(0, 0, 4, 4)]))
+    painted = it.build_intent(LAYER, None, stroke_layers=[stroke])
+    prompts, state = it.next_round(painted, state, "s")
+    assert prompts["box"] is None and len(prompts["stroke_masks"]) == 1
+    back = it.build_intent(LAYER, (150, 100, 250, 300), stroke_layers=[stroke])
+    prompts, _ = it.next_round(back, state, "s")
+    assert it.round_is_empty(prompts)
