@@ -1,4 +1,4 @@
-"""``python -m backend``: command-line entry point (server, matte, batch)."""
+"""``python -m backend``: command-line entry point (serve, matte, batch)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from backend import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from backend.cli import add_subcommands
+
     parser = argparse.ArgumentParser(prog="python -m backend", description="DFIMat backend")
     parser.add_argument("--version", action="version", version=f"dfimat-backend {__version__}")
-    parser.add_subparsers(dest="command")
+    add_subcommands(parser.add_subparsers(dest="command"))
     return parser
 
 
@@ -21,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return 0
+    return args.func(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,313 @@
+"""Subcommands of ``python -m backend``: ``serve`` (the ZeroMQ service), ``matte`` and ``batch`` (headless)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from dfimat_client import protocol as P
+from dfimat_client.config import (
+    ConfigError,
+    default_endpoint,
+    load_config,
+    read_token,
+    runtime_dir,
+    write_token,
+)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def add_subcommands(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser("serve", help="run the backend service (prints 'READY <endpoint>' when it answers)")
+    serve.add_argument("--endpoint", help="tcp://127.0.0.1:PORT or ipc:///path (default: install config, "
+                                          f"else {default_endpoint()})")
+    serve.add_argument("--device", default=None, help="cpu or cuda (default: install config, else cpu)")
+    serve.add_argument("--token-file", help="file holding the shared secret (created, mode 0600, if missing)")
+    serve.add_argument("--weights", help="model checkpoint (default: the engine's default weights)")
+    serve.add_argument("--allow-remote", action="store_true",
+                       help="allow a non-loopback tcp endpoint (anyone who can reach it and has the token can use it)")
+    serve.add_argument("--max-pixels", type=int, default=P.MAX_PIXELS, help="largest accepted image, in pixels")
+    serve.add_argument("--session-budget-mb", type=int, default=2048,
+                       help="memory budget for cached image sessions; least recently used ones are evicted")
+    serve.add_argument("--max-sessions", type=int, default=32)
+    serve.add_argument("--parent-pid", type=int, help="stop when this process exits")
+    serve.add_argument("--pdeathsig", action="store_true", help="Linux: also ask the kernel for SIGTERM when "
+                                                                "the parent exits")
+    serve.add_argument("-v", "--verbose", action="store_true")
+    serve.set_defaults(func=cmd_serve)
+
+    matte = sub.add_parser("matte", help="matte one image from prompts and write the alpha as a PNG")
+    matte.add_argument("image", type=Path)
+    matte.add_argument("--box", type=parse_box, help="x0,y0,x1,y1")
+    matte.add_argument("--click", type=parse_click, action="append", default=[], help="x,y[,+|-] (repeatable)")
+    matte.add_argument("--scribble", type=parse_scribble, action="append", default=[],
+                       help='"x,y;x,y;...[:+|-]" (repeatable)')
+    matte.add_argument("--scribble-width", type=float, default=5.0, help="scribble width in pixels")
+    matte.add_argument("--text", help="describe the person, e.g. 'the woman in the red coat'")
+    matte.add_argument("-o", "--output", type=Path, required=True)
+    _engine_args(matte)
+    matte.set_defaults(func=cmd_matte)
+
+    batch = sub.add_parser("batch", help="write one alpha PNG per person per image of a folder")
+    batch.add_argument("directory", type=Path)
+    batch.add_argument("--text", default="person", help="prompt text used with each person's box")
+    batch.add_argument("-o", "--output", type=Path, required=True)
+    _engine_args(batch)
+    batch.set_defaults(func=cmd_batch)
+
+
+def _engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", help="model checkpoint (default: the engine's default weights)")
+    p.add_argument("--device", default=None, help="cpu or cuda")
+
+
+# ---------------------------------------------------------------------------- argument parsing
+
+
+def _numbers(text: str, n: int | None, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if n is not None and len(values) != n:
+        raise argparse.ArgumentTypeError(f"{what} needs {n} numbers, got {text!r}")
+    if not all(v == v and abs(v) != float("inf") for v in values):
+        raise argparse.ArgumentTypeError(f"{what} must be finite numbers, got {text!r}")
+    return values
+
+
+def _sign(text: str, what: str) -> bool:
+    if text in ("+", "pos", "positive", "1"):
+        return True
+    if text in ("-", "neg", "negative", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{what} sign must be + or -, got {text!r}")
+
+
+def parse_box(text: str) -> list[float]:
+    return _numbers(text, 4, "--box")
+
+
+def parse_click(text: str) -> list[Any]:
+    parts = text.split(",")
+    if len(parts) == 3:
+        return [*_numbers(",".join(parts[:2]), 2, "--click"), _sign(parts[2].strip(), "--click")]
+    return [*_numbers(text, 2, "--click"), True]
+
+
+def parse_scribble(text: str) -> dict[str, Any]:
+    body, _, sign = text.partition(":")
+    points = [_numbers(p, 2, "--scribble point") for p in body.split(";") if p.strip()]
+    if not points:
+        raise argparse.ArgumentTypeError(f"--scribble needs at least one x,y point, got {text!r}")
+    return {"points": points, "positive": _sign(sign.strip(), "--scribble") if sign else True}
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def load_engine(weights: str | None, device: str | None) -> Any:
+    from backend.engine import Engine
+
+    return Engine.load(device=device, weights=weights or installed_weights())
+
+
+def installed_weights() -> str | None:
+    """The install config's model, when no explicit choice was made.
+
+    An installed (non-editable) backend cannot find the repository's models/ folder, and the plugins start
+    it without environment variables, so the config's models_dir is the only pointer it has.
+    """
+    if os.environ.get("DFIMAT_WEIGHTS") or os.environ.get("DFIMAT_MODELS_DIR"):
+        return None
+    from dfimat_client.config import ConfigError, load_config
+
+    try:
+        models_dir = load_config().models_dir
+    except (ConfigError, OSError):
+        return None
+    if not models_dir:
+        return None
+    candidate = Path(models_dir) / "dfimat-s" / "dfimat-s.pt"
+    return str(candidate) if candidate.is_file() else None
+
+
+def resolve_token(token_file: str | None) -> tuple[str, Path]:
+    """The token from --token-file, else the install config's, else a private one in the runtime folder."""
+    path: Path | None = Path(token_file) if token_file else None
+    if path is None:
+        try:
+            path = load_config().token_file
+        except ConfigError:
+            path = None
+    if path is None:
+        path = runtime_dir() / "token"
+    if not path.exists():
+        write_token(path, P.new_token())
+    return read_token(path), path
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from backend.server import EndpointError, Server, check_endpoint
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.pdeathsig:
+        _ask_for_pdeathsig(args.parent_pid)
+    try:
+        config = load_config()
+    except ConfigError:
+        config = None
+    endpoint = args.endpoint or (config.endpoint if config else default_endpoint())
+    device = args.device or (config.device if config else "cpu")
+    try:
+        check_endpoint(endpoint, args.allow_remote)
+        token, token_path = resolve_token(args.token_file)
+    except (EndpointError, ConfigError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # stdout carries exactly one line, READY; libraries that print while loading go to stderr instead.
+    ready_out, sys.stdout = sys.stdout, sys.stderr
+    engine = load_engine(args.weights, device)
+    server = Server(engine, endpoint=endpoint, token=token, allow_remote=args.allow_remote,
+                    max_pixels=args.max_pixels, session_budget=args.session_budget_mb * 1024**2,
+                    max_sessions=args.max_sessions, device=device, parent_pid=args.parent_pid)
+    try:
+        server.bind()
+    except EndpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: server.stop())
+    logging.getLogger("dfimat.server").info("token file %s", token_path)
+    server.serve_forever(on_ready=lambda ep: print(f"READY {ep}", file=ready_out, flush=True))
+    return 0
+
+
+def _ask_for_pdeathsig(parent_pid: int | None) -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    # The parent may have died before prctl took effect; then we were re-parented already.
+    if parent_pid is not None and os.getppid() != parent_pid:
+        sys.exit(0)
+
+
+def read_rgb(path: Path) -> Any:
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"cannot read image {path}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def write_alpha(path: Path, alpha: Any) -> None:
+    import cv2
+
+    from backend.server import alpha_to_uint8
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), alpha_to_uint8(alpha)):
+        raise OSError(f"cannot write {path}")
+
+
+def cmd_matte(args: argparse.Namespace) -> int:
+    from backend.dfimat.prompts import PromptError
+
+    prompts: dict[str, Any] = {"box": args.box, "clicks": args.click, "text": args.text,
+                               "scribbles": [dict(s, width=args.scribble_width) for s in args.scribble]}
+    if not (args.box or args.click or args.scribble or args.text):
+        print("error: give at least one prompt: --box, --click, --scribble or --text", file=sys.stderr)
+        return 2
+    try:
+        image = read_rgb(args.image)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    engine = load_engine(args.weights, args.device)
+    sid = engine.open(image)
+    try:
+        alpha = engine.predict(sid, prompts)
+    except PromptError as exc:
+        print(f"error: bad prompt: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.close(sid)
+    write_alpha(args.output, alpha)
+    print(f"wrote {args.output} ({image.shape[1]}x{image.shape[0]})")
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from backend.people import matte_people
+
+    if not args.directory.is_dir():
+        print(f"error: {args.directory} is not a folder", file=sys.stderr)
+        return 2
+    files = sorted(p for p in args.directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        print(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) in {args.directory}", file=sys.stderr)
+        return 2
+    engine = load_engine(args.weights, args.device)
+    args.output.mkdir(parents=True, exist_ok=True)
+    index: list[dict[str, Any]] = []
+    bar = ProgressBar(len(files))
+    failures = 0
+    for path in files:
+        try:
+            image = read_rgb(path)
+            mattes = matte_people(engine, image, {"text": args.text}, every_person=True)
+        except (ValueError, RuntimeError) as exc:
+            failures += 1
+            index.append({"image": path.name, "error": str(exc), "masks": []})
+            bar.step(f"{path.name}: {exc}")
+            continue
+        masks = []
+        for k, (box, alpha) in enumerate(mattes):
+            out = args.output / f"{path.stem}_person{k:02d}.png"
+            write_alpha(out, alpha)
+            masks.append({"file": out.name, "box": box})
+        index.append({"image": path.name, "masks": masks})
+        bar.step(f"{path.name}: {len(masks)} people")
+    bar.finish()
+    (args.output / "index.json").write_text(json.dumps(index, indent=1))
+    total = sum(len(e["masks"]) for e in index)
+    print(f"wrote {total} mattes for {len(files)} images to {args.output} ({failures} failed)")
+    return 1 if failures == len(files) else 0
+
+
+class ProgressBar:
+    """A one-line text progress bar on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, total: int, width: int = 30) -> None:
+        self.total, self.width, self.done = total, width, 0
+        self.start = time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def step(self, note: str = "") -> None:
+        self.done += 1
+        filled = round(self.width * self.done / max(1, self.total))
+        rate = self.done / max(1e-9, time.monotonic() - self.start)
+        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} {rate:.2f} img/s {note}"
+        if self.tty:
+            sys.stderr.write("\r" + line[:120].ljust(120))
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")

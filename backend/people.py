@@ -1,0 +1,116 @@
+"""Every person in an image: per-person boxes from mediapipe's bundled pose model, then one matte each.
+
+mediapipe's whole-frame pose detector returns one person per call, so people are found one at a time: detect,
+paint the found person out of the picture, detect again (offline-models.md §2, "List everyone"). The boxes
+then prompt the DFIMat engine, which does the actual matting.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import cv2
+import numpy as np
+
+MAX_PEOPLE = 12
+DETECT_MAX_SIDE = 1280  # mediapipe works at 256 px inside; a bigger input only costs time
+MIN_MASK_FRACTION = 0.002  # a "person" smaller than this share of the image is detector noise
+BOX_PADDING = 0.05
+
+Detector = Callable[[np.ndarray], list[list[float]]]
+
+
+class PoseDetector:
+    """Find up to ``max_people`` people; call with an H×W×3 uint8 RGB image, get [x0, y0, x1, y1] boxes."""
+
+    def __init__(self, max_people: int = MAX_PEOPLE, threshold: float = 0.5) -> None:
+        try:
+            import mediapipe as mp
+        except ImportError as exc:
+            raise RuntimeError("listing every person needs mediapipe 0.10.21 in the backend environment") from exc
+        self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1,
+                                            enable_segmentation=True, min_detection_confidence=0.5)
+        self.max_people = max_people
+        self.threshold = threshold
+        # mediapipe graphs are not safe to run from two threads at once.
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._pose.close()
+
+    def __call__(self, image: np.ndarray) -> list[list[float]]:
+        height, width = image.shape[:2]
+        scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
+        small = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA) \
+            if scale < 1.0 else image.copy()
+        work = np.ascontiguousarray(small)
+        blurred = cv2.GaussianBlur(work, (0, 0), sigmaX=max(3.0, max(work.shape[:2]) / 40))
+        boxes: list[list[float]] = []
+        with self._lock:
+            for _ in range(self.max_people):
+                result = self._pose.process(work)
+                if result.segmentation_mask is None:
+                    break
+                mask = result.segmentation_mask > self.threshold
+                if mask.mean() < MIN_MASK_FRACTION:
+                    break
+                boxes.append(_box_of(mask, scale, width, height))
+                # Paint the person out (with a margin) so the next pass finds someone else.
+                grown = cv2.dilate(mask.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
+                work[grown] = blurred[grown]
+        return boxes
+
+
+def _box_of(mask: np.ndarray, scale: float, width: int, height: int) -> list[float]:
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    x0, x1 = cols[0] / scale, (cols[-1] + 1) / scale
+    y0, y1 = rows[0] / scale, (rows[-1] + 1) / scale
+    px, py = (x1 - x0) * BOX_PADDING, (y1 - y0) * BOX_PADDING
+    return [float(max(0.0, x0 - px)), float(max(0.0, y0 - py)),
+            float(min(width - 1.0, x1 + px)), float(min(height - 1.0, y1 + py))]
+
+
+_default: PoseDetector | None = None
+_default_lock = threading.Lock()
+
+
+def default_detector(engine: Any = None) -> Detector:
+    """The engine's own person finder when it has one, else a shared mediapipe PoseDetector."""
+    own = getattr(engine, "detect_people", None)
+    if callable(own):
+        return own
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = PoseDetector()
+        return _default
+
+
+def matte_people(engine: Any, image: np.ndarray, prompts: dict, every_person: bool = False,
+                 detector: Detector | None = None,
+                 cancel: threading.Event | None = None) -> list[tuple[list[float] | None, np.ndarray]]:
+    """Matte one image in a throw-away engine session.
+
+    With ``every_person`` each detected person is matted from its box (plus the given text/clicks), giving
+    ``[(box, alpha), ...]``; when nobody is detected, the prompts alone give one matte (box None), and nothing
+    when there are no prompts. Otherwise one matte from ``prompts``.
+    """
+    sid = engine.open(image)
+    try:
+        if not every_person:
+            return [(prompts.get("box"), engine.predict(sid, prompts))]
+        boxes = (detector or default_detector(engine))(image)
+        out: list[tuple[list[float] | None, np.ndarray]] = []
+        for box in boxes:
+            if cancel is not None and cancel.is_set():
+                break
+            engine.reset(sid)
+            out.append((box, engine.predict(sid, {**prompts, "box": box})))
+        if not boxes and any(prompts.get(k) for k in ("box", "clicks", "scribbles", "text")):
+            out.append((prompts.get("box"), engine.predict(sid, prompts)))
+        return out
+    finally:
+        engine.close(sid)
