@@ -1,0 +1,276 @@
+"""In-process engine: the single way the rest of the project runs DFIMat-S.
+
+    engine = Engine.load()                      # CUDA if available, else CPU; default weights from models/
+    sid = engine.open(image)                    # H x W x 3 uint8 RGB (RGBA / grayscale / uint16 converted)
+    alpha = engine.predict(sid, {"box": [x0, y0, x1, y1]})   # H x W float32 in [0, 1]
+    alpha = engine.predict(sid, {"clicks": [[x, y, False]]}) # later rounds add to the earlier ones
+    engine.reset(sid); engine.close(sid)
+
+Each session encodes its image once (frozen backbone on the letterboxed square) and keeps the prompt history and
+the previous ISCN prediction (what the CRM compares new input against). The MRN then refines only the target's
+crop, resized so its longer side is at most `mrn_max_side`, and the matte is pasted back: memory stays bounded even
+for 24 MP photos.
+
+Errors: `backend.dfimat.prompts.PromptError` (ValueError) for bad prompts, `ImageError` (ValueError) for images
+that cannot be converted, `SessionError` (KeyError) for unknown or closed sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from backend.dfimat.encoder import Letterbox
+from backend.dfimat.iscn import best_mask
+from backend.dfimat.model import DFIMatS, load_checkpoint
+from backend.dfimat.prompt_tensors import build_prompt_tensors, collate
+from backend.dfimat.prompts import PromptError, PromptHistory, RoundPrompts
+
+REPO = Path(__file__).resolve().parents[1]
+# benchmarks/bench_engine.py on the 2-core CPU (MODEL_CARD.md): onnxruntime 79 ms per round vs torch 111 ms. So
+# weights that ship with exported graphs (`<weights dir>/onnx/`, stamped with the weights' sha256) run under
+# onnxruntime by default; other weights (e.g. fresh training checkpoints) run under torch unless asked.
+ONNX_SUBDIR = "onnx"
+
+__all__ = ["Engine", "ImageError", "PromptError", "SessionError", "default_weights", "to_rgb_uint8"]
+
+
+class ImageError(ValueError):
+    """The image is not something the engine can turn into H x W x 3 uint8 RGB."""
+
+
+class SessionError(KeyError):
+    """Unknown or already closed session id."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of its argument
+        return str(self.args[0]) if self.args else "unknown session"
+
+
+def default_weights() -> Path:
+    """$DFIMAT_WEIGHTS, else $DFIMAT_MODELS_DIR/dfimat-s/dfimat-s.pt, else the repository's models/ copy."""
+    if os.environ.get("DFIMAT_WEIGHTS"):
+        return Path(os.environ["DFIMAT_WEIGHTS"])
+    if os.environ.get("DFIMAT_MODELS_DIR"):
+        return Path(os.environ["DFIMAT_MODELS_DIR"]) / "dfimat-s" / "dfimat-s.pt"
+    return REPO / "models" / "dfimat-s" / "dfimat-s.pt"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def shipped_onnx(weights: Path) -> Path | None:
+    """The exported graphs next to `weights` if they were made from exactly this file, else None."""
+    root = Path(weights).parent / ONNX_SUBDIR
+    stamp = root / "weights.sha256"
+    if not stamp.is_file() or not Path(weights).is_file():
+        return None
+    if not all((root / f"{n}.onnx").is_file() for n in ("backbone", "iscn", "mrn")):
+        return None
+    return root if stamp.read_text().split()[0] == _sha256(weights) else None
+
+
+def _onnx_runtime(model: DFIMatS, weights: Path):
+    """onnxruntime sessions for `weights`: shipped graphs, else exported once into the user cache."""
+    from backend.dfimat.onnx_export import OnnxModel, export
+
+    shipped = shipped_onnx(weights)
+    if shipped is not None:
+        return OnnxModel(shipped, threads=torch.get_num_threads())
+    digest = _sha256(weights)[:16]
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dfimat" / "onnx" / digest
+    if not all((root / f"{n}.onnx").is_file() for n in ("backbone", "iscn", "mrn")):
+        export(model, root)
+    return OnnxModel(root, threads=torch.get_num_threads())
+
+
+def to_rgb_uint8(image: object) -> np.ndarray:
+    """Accept H x W x 3 uint8 RGB; convert RGBA (alpha dropped), grayscale (H x W or H x W x 1) and uint16."""
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        raise ImageError(f"image must be H x W, H x W x 3 or H x W x 4, got shape {image.shape}")
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        raise ImageError(f"image is too small: {image.shape[1]} x {image.shape[0]}")
+    if image.dtype == np.uint16:
+        image = (image.astype(np.uint32) * 255 + 32767) // 65535
+        image = image.astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ImageError(f"image dtype must be uint8 or uint16, got {image.dtype}")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.shape[2] == 4:
+        image = image[:, :, :3]
+    return np.ascontiguousarray(image)
+
+
+@dataclass
+class _Session:
+    image: np.ndarray
+    letterbox: Letterbox
+    feats: dict[str, torch.Tensor]
+    history: PromptHistory = field(default_factory=PromptHistory)
+    prev: np.ndarray | None = None  # ISCN probability of the last round, G x G in model-square space
+
+    def nbytes(self) -> int:
+        feats = sum(t.numel() * t.element_size() for t in self.feats.values())
+        prev = 0 if self.prev is None else self.prev.nbytes
+        return int(self.image.nbytes + feats + prev)
+
+
+class Engine:
+    """Sessions over one loaded DFIMat-S model. All public methods are serialised by a lock."""
+
+    model_name = "dfimat-s"
+
+    def __init__(self, model: DFIMatS, device: torch.device, meta: dict | None = None, onnx=None) -> None:
+        self.model = model.to(device).eval()
+        self.device = device
+        self.meta = meta or {}
+        self._onnx = onnx  # backend.dfimat.onnx_export.OnnxModel when running under onnxruntime
+        self.runtime = "onnx" if onnx is not None else "torch"
+        self._sessions: dict[str, _Session] = {}
+        self._lock = threading.RLock()
+        self._text = None
+
+    @classmethod
+    def load(cls, device: str | None = None, weights: str | Path | None = None,
+             runtime: str | None = None) -> Engine:
+        """Load weights (default: `default_weights()`) onto `device` ("cpu", "cuda"; default CUDA if available).
+
+        runtime: "torch" or "onnx"; default $DFIMAT_RUNTIME, else "onnx" when the weights ship with matching exported
+        graphs (`ONNX_SUBDIR`), else "torch". Asking for "onnx" without shipped graphs exports them once into the
+        user cache."""
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but CUDA is not available")
+        path = Path(weights) if weights is not None else default_weights()
+        runtime = runtime or os.environ.get("DFIMAT_RUNTIME") or ("onnx" if shipped_onnx(path) else "torch")
+        if runtime not in ("torch", "onnx"):
+            raise ValueError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
+        model, meta = load_checkpoint(path, "cpu")
+        onnx = _onnx_runtime(model, path) if runtime == "onnx" else None
+        return cls(model, torch.device(device), meta, onnx)
+
+    # -- sessions ---------------------------------------------------------------------------------------------
+    def open(self, image: np.ndarray) -> str:
+        """Start a session for `image`; encodes it once. Returns the session id."""
+        rgb = to_rgb_uint8(image)
+        size = self.model.config.size
+        lb = Letterbox(rgb.shape[0], rgb.shape[1], size)
+        square = lb.image_to_square(rgb, cv2.INTER_AREA)
+        x = torch.from_numpy(square).permute(2, 0, 1).unsqueeze(0).float().to(self.device)
+        with self._lock, torch.no_grad():
+            feats = self._onnx.backbone(x) if self._onnx else self.model.backbone(x)
+            sid = uuid.uuid4().hex
+            self._sessions[sid] = _Session(image=rgb, letterbox=lb, feats=feats)
+        return sid
+
+    def _get(self, sid: str) -> _Session:
+        try:
+            return self._sessions[sid]
+        except (KeyError, TypeError):
+            raise SessionError(f"unknown or closed session {sid!r}") from None
+
+    def reset(self, sid: str) -> None:
+        """Forget the prompts and previous prediction; keep the encoded image."""
+        with self._lock:
+            s = self._get(sid)
+            s.history = PromptHistory()
+            s.prev = None
+
+    def close(self, sid: str) -> None:
+        with self._lock:
+            self._get(sid)
+            del self._sessions[sid]
+
+    def session_nbytes(self, sid: str) -> int:
+        with self._lock:
+            return self._get(sid).nbytes()
+
+    # -- prediction -------------------------------------------------------------------------------------------
+    def _embed_text(self, text: str) -> np.ndarray:
+        if self._text is None:
+            from backend.dfimat.text import TextEncoder
+
+            self._text = TextEncoder()
+        return self._text.embed(text)
+
+    def predict(self, sid: str, prompts: dict) -> np.ndarray:
+        """Add this round's prompts (image pixel coordinates) and return the H x W float32 alpha in [0, 1]."""
+        with self._lock:
+            s = self._get(sid)
+            h, w = s.image.shape[:2]
+            new = RoundPrompts.from_dict(prompts, w, h)
+            history = PromptHistory(list(s.history.rounds))
+            history.add(new)
+            coarse = self._localise(s, history, new)
+            alpha = self._refine(s.image, s.letterbox, coarse)
+            # Commit only after the round succeeded, so a failure leaves the session as it was.
+            s.history, s.prev = history, coarse
+            return alpha
+
+    def _localise(self, s: _Session, history: PromptHistory, new: RoundPrompts) -> np.ndarray:
+        size = self.model.config.size
+        g = size // 4
+        tensors = build_prompt_tensors(history, new, s.letterbox, self._embed_text)
+        batch = {k: v.to(self.device) for k, v in collate([tensors], size).items()}
+        has_prev = torch.tensor([s.prev is not None], device=self.device)
+        prev = torch.zeros(1, 1, g, g, device=self.device)
+        if s.prev is not None:
+            prev[0, 0] = torch.from_numpy(s.prev).to(self.device)
+        with torch.no_grad():
+            iscn = self._onnx.iscn if self._onnx else self.model.iscn
+            masks, logits = iscn(s.feats, batch, prev, has_prev)
+            prob = best_mask(masks, logits).sigmoid()[0]
+        return prob.float().cpu().numpy()
+
+    def _crop_for(self, coarse: np.ndarray, lb: Letterbox) -> tuple[int, int, int, int] | None:
+        fg = coarse > 0.5
+        if not fg.any():
+            return None
+        ys, xs = np.nonzero(fg)
+        cell = lb.size / coarse.shape[0]
+        box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32) * cell / lb.scale
+        m = self.model.config.crop_margin
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        pad = max(m * max(bw, bh), 2 * cell / lb.scale)
+        x0, y0 = int(max(0, np.floor(box[0] - pad))), int(max(0, np.floor(box[1] - pad)))
+        x1, y1 = int(min(lb.width, np.ceil(box[2] + pad))), int(min(lb.height, np.ceil(box[3] + pad)))
+        return x0, y0, x1, y1
+
+    def _refine(self, image: np.ndarray, lb: Letterbox, coarse: np.ndarray) -> np.ndarray:
+        """MRN on the target's crop; everything outside the crop is background."""
+        h, w = image.shape[:2]
+        alpha = np.zeros((h, w), np.float32)
+        crop = self._crop_for(coarse, lb)
+        if crop is None:
+            return alpha
+        x0, y0, x1, y1 = crop
+        cw, ch = x1 - x0, y1 - y0
+        scale = min(1.0, self.model.config.mrn_max_side / max(cw, ch))
+        mw = max(64, int(np.ceil(cw * scale / 32)) * 32)
+        mh = max(64, int(np.ceil(ch * scale / 32)) * 32)
+        region = image[y0:y1, x0:x1]
+        small = cv2.resize(region, (mw, mh), interpolation=cv2.INTER_AREA if mw < cw else cv2.INTER_LINEAR)
+        mask = lb.square_to_crop(coarse, crop, (mh, mw))
+        x = np.concatenate([small.astype(np.float32) / 255.0, np.clip(mask, 0, 1)[..., None]], axis=2)
+        x = torch.from_numpy(x.transpose(2, 0, 1)).unsqueeze(0).to(self.device)
+        with torch.no_grad():
+            mrn = self._onnx.mrn if self._onnx else self.model.mrn
+            out = mrn(x)["alpha"][0, 0].float().cpu().numpy()
+        alpha[y0:y1, x0:x1] = cv2.resize(out, (cw, ch), interpolation=cv2.INTER_LINEAR)
+        return np.clip(alpha, 0.0, 1.0, out=alpha)

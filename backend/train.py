@@ -1,0 +1,103 @@
+"""Training DFIMat-S on CPU: `python -m backend.train cache|iscn|mrn|assemble ...` (see docs/training.md).
+
+Stage 1 (ISCN): the frozen backbone's features are cached once (`cache`), then only the ISCN heads train, with the
+paper's user simulation (Sec. 5.2) and multi-round loops (no-grad rounds, then one round with gradients).
+Stage 2 (MRN): ISCN frozen; crops around targets with coarse masks; targets are PSEUDO ground-truth alpha
+(closed-form matting in a band around the true binary edge, `backend.pseudo_alpha`), precomputed once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+DEFAULT_CACHE = REPO / ".cache"
+TRAIN_SETS = ("ccp-fashion", "davis16-person", "humanseg300-removebg")
+
+
+def training_sets(data_root: Path | None, synth_root: Path | None) -> list:
+    """The training data sets: the named real sets plus every synthetic set found under `synth_root`."""
+    from backend import data
+
+    roots = [] if data_root is None else [data_root / n for n in TRAIN_SETS if (data_root / n / "manifest.json").is_file()]
+    if synth_root is not None and synth_root.is_dir():
+        roots += sorted(p.parent for p in synth_root.glob("*/manifest.json"))
+    sets = [data.load_set(r) for r in roots]
+    held = [s.name for s in sets if s.name in data.HELD_OUT_SETS]
+    if held:
+        raise SystemExit(f"refusing to train on held-out evaluation sets: {held}")
+    return sets
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    import torch
+
+    from backend import data
+    from backend.train_cache import build_cache
+
+    torch.set_num_threads(args.threads)
+    sets = training_sets(None if args.only_synth else args.data, args.synth)
+    train, val = data.training_items(sets)
+    if args.limit:
+        train = train[: args.limit]
+    print(f"sets: {[s.name for s in sets]}; train items {len(train)}, val items {len(val)} (val never cached)",
+          flush=True)
+    build_cache(args.out, train, size=args.size, collages=args.collages,
+                log=lambda m: print(m, flush=True))
+    return 0
+
+
+def cmd_assemble(args: argparse.Namespace) -> int:
+    """Final weights = ISCN from the stage-1 run + MRN from the stage-2 run (fp16, trainable parts only)."""
+    from backend.dfimat.model import count_parameters, load_checkpoint, save_checkpoint
+
+    model, iscn_meta = load_checkpoint(args.iscn, with_mrn=False)
+    mrn_model, mrn_meta = load_checkpoint(args.mrn)
+    model.mrn.load_state_dict(mrn_model.mrn.state_dict())
+    meta = {"iscn": {k: v for k, v in iscn_meta.items() if not k.startswith("mrn")},
+            "mrn": {k: v for k, v in mrn_meta.items() if k.startswith("mrn")},
+            "parameters": {"iscn_trainable": count_parameters(model.iscn), "mrn": count_parameters(model.mrn),
+                           "backbone_frozen": count_parameters(model.backbone)}}
+    path = save_checkpoint(model, args.out, meta)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB): {meta}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m backend.train", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("cache", help="encode the training images once with the frozen backbone")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--synth", type=Path, default=DEFAULT_CACHE / "synth")
+    p.add_argument("--out", type=Path, default=DEFAULT_CACHE / "iscn-384")
+    p.add_argument("--size", type=int, default=384)
+    p.add_argument("--collages", type=int, default=300)
+    p.add_argument("--limit", type=int, default=0, help="only the first N items (smoke tests)")
+    p.add_argument("--only-synth", action="store_true", help="cache only the synthetic sets under --synth")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_cache)
+
+    p = sub.add_parser("assemble", help="combine the stage-1 ISCN and stage-2 MRN checkpoints into the final weights")
+    p.add_argument("--iscn", type=Path, default=REPO / "runs" / "iscn" / "dfimat-s-iscn.pt")
+    p.add_argument("--mrn", type=Path, default=REPO / "runs" / "mrn" / "dfimat-s.pt")
+    p.add_argument("--out", type=Path, default=REPO / "models" / "dfimat-s" / "dfimat-s.pt")
+    p.set_defaults(func=cmd_assemble)
+
+    from backend.train_iscn import add_iscn_parser
+    from backend.train_mrn import add_mrn_parser
+
+    add_iscn_parser(sub)
+    add_mrn_parser(sub)
+    args = parser.parse_args(argv)
+    np.seterr(all="ignore")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

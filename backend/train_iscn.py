@@ -1,0 +1,254 @@
+"""Stage 1: train the ISCN heads on cached backbone features with simulated multi-round users.
+
+Per step, for every sample: pick a target person and a mode (box / clicks / scribbles / text / mixed; "all-people"
+photos only ever get a box, since their one label is everyone), simulate round 1 from the ground truth
+(`backend.simulate`), run 0-2 rounds without gradients whose corrective clicks/scribbles go to the most significant
+error of the model's own prediction (the CRM sees the previous prediction), then one round with gradients (Eq. 6).
+Everything happens in the 384 px letterboxed model square.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from backend.dfimat.encoder import Letterbox
+from backend.dfimat.iscn import best_mask
+from backend.dfimat.losses import iscn_loss
+from backend.dfimat.model import DFIMatConfig, DFIMatS, count_parameters, load_checkpoint, save_checkpoint
+from backend.dfimat.prompt_tensors import build_prompt_tensors, collate
+from backend.dfimat.prompts import PromptHistory, RoundPrompts
+from backend.train_cache import IGNORE, open_cache
+
+MODES = ("box", "clicks", "scribbles", "text", "mixed")
+MODE_WEIGHTS = (0.25, 0.3, 0.15, 0.1, 0.2)
+
+
+def compute_texts(cache_dir: Path, cache: dict, log) -> list[list[list[str]]]:
+    """Generated referring expressions per cached row and target (cached in texts.json)."""
+    path = cache_dir / "texts.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    try:
+        from backend.refexpr import expressions
+    except ImportError:
+        log("backend.refexpr not available: text mode disabled for this run")
+        return [[] for _ in cache["meta"]["entries"]]
+    out: list[list[list[str]]] = []
+    t0 = time.time()
+    for i, entry in enumerate(cache["meta"]["entries"]):
+        if entry["box_only"]:
+            out.append([])
+            continue
+        lab = np.asarray(cache["labels"][i])
+        masks = [lab == k + 1 for k in range(entry["targets"])]
+        try:
+            out.append([list(e) for e in expressions(masks, np.asarray(cache["images"][i]))])
+        except ValueError as exc:  # an expression generator refusing odd masks must not stop training
+            log(f"no expressions for {entry['key']}: {exc}")
+            out.append([[] for _ in masks])
+    path.write_text(json.dumps(out))
+    log(f"expressions for {len(out)} rows in {time.time() - t0:.0f}s")
+    return out
+
+
+class Sampler:
+    """Draws training samples (cache row, target, round-1 prompts) and simulates later rounds."""
+
+    def __init__(self, caches: list[dict], texts: list[list[list[list[str]]]], rng: np.random.Generator) -> None:
+        self.caches, self.texts, self.rng = caches, texts, rng
+        self.rows = [(c, r) for c, cache in enumerate(caches) for r in range(cache["meta"]["count"])]
+
+    def draw(self) -> dict:
+        rng = self.rng
+        c, r = self.rows[int(rng.integers(len(self.rows)))]
+        cache = self.caches[c]
+        entry = cache["meta"]["entries"][r]
+        k = int(rng.integers(entry["targets"]))
+        lab = np.asarray(cache["labels"][r])
+        gt = lab == k + 1
+        ignore = lab == IGNORE
+        exprs = self.texts[c][r][k] if self.texts[c][r] else []
+        mode = "box" if entry["box_only"] else str(rng.choice(MODES, p=MODE_WEIGHTS))
+        text = str(rng.choice(exprs)) if exprs else None
+        if mode == "text" and text is None:
+            mode = "box"
+        from backend import simulate
+
+        if mode == "clicks":
+            first = RoundPrompts(clicks=tuple(simulate.first_clicks(gt, int(rng.integers(1, 4)), rng)))
+        elif mode == "box":
+            jitter = 0.08 if rng.random() < 0.5 else 0.0
+            first = RoundPrompts(box=simulate.box_from_mask(gt, rng, jitter))
+        else:
+            first = simulate.simulate_first_round(mode, gt, rng, text if mode in ("text", "mixed") else None)
+        history = PromptHistory()
+        history.add(first)
+        return {"cache": c, "row": r, "gt": gt, "ignore": ignore, "mode": mode, "history": history, "last": first}
+
+    def next_round(self, sample: dict, pred: np.ndarray) -> None:
+        from backend import simulate
+
+        rng = self.rng
+        kind = "clicks" if rng.random() < 0.6 else "scribbles"
+        n = int(rng.integers(1, 4)) if kind == "clicks" else int(rng.integers(1, 3))
+        if kind == "clicks":
+            new = RoundPrompts(clicks=tuple(simulate.next_clicks(sample["gt"], pred, n, rng, sample["ignore"])))
+        else:
+            new = RoundPrompts(scribbles=tuple(simulate.next_scribbles(sample["gt"], pred, n, rng,
+                                                                       ignore=sample["ignore"])))
+        sample["history"].add(new)
+        sample["last"] = new
+
+
+def _batch_feats(caches: list[dict], samples: list[dict]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.stack([np.asarray(caches[s["cache"]][k][s["row"]]) for s in samples])).float()
+            for k in ("s4", "s8", "s16", "s32")}
+
+
+def run_round(model: DFIMatS, feats: dict, samples: list[dict], prev: torch.Tensor, has_prev: torch.Tensor,
+              size: int, embed) -> tuple[torch.Tensor, torch.Tensor]:
+    square = Letterbox(size, size, size)
+    tensors = [build_prompt_tensors(s["history"], s["last"], square, embed) for s in samples]
+    return model.iscn(feats, collate(tensors, size), prev, has_prev)
+
+
+def iou(pred: np.ndarray, gt: np.ndarray) -> float:
+    union = np.logical_or(pred, gt).sum()
+    return float(np.logical_and(pred, gt).sum() / union) if union else 1.0
+
+
+def train_iscn(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log_file = (out / "train.log").open("a")
+
+    def log(msg: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {msg}"
+        print(line, flush=True)
+        log_file.write(line + "\n")
+        log_file.flush()
+
+    caches = [open_cache(Path(p)) for p in args.cache]
+    size = caches[0]["meta"]["size"]
+    texts = [compute_texts(Path(p), c, log) for p, c in zip(args.cache, caches, strict=True)]
+    from backend.dfimat.text import TextEncoder
+
+    encoder = TextEncoder()
+    all_texts = sorted({t for per_cache in texts for row in per_cache for tgt in row for t in tgt})
+    if all_texts:
+        encoder.embed_many(all_texts)
+    log(f"rows {sum(c['meta']['count'] for c in caches)}, expressions {len(all_texts)}")
+
+    config = DFIMatConfig(size=size)
+    model = DFIMatS(config)
+    params = [p for p in model.iscn.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
+    step, spent = 0, 0.0
+    state_path = out / "iscn_state.pt"
+    if args.resume and state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        model.iscn.load_state_dict(state["iscn"])
+        opt.load_state_dict(state["opt"])
+        step, spent = state["step"], state["spent"]
+        rng = np.random.default_rng(args.seed + step)
+        log(f"resumed at step {step} ({spent / 60:.1f} min spent)")
+    log(f"ISCN trainable parameters: {count_parameters(model.iscn, True)}")
+    sampler = Sampler(caches, texts, rng)
+    g = size // 4
+    t_start = time.time() - spent
+    running: dict[str, float] = {}
+
+    def save(final: bool = False) -> None:
+        torch.save({"iscn": model.iscn.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "spent": time.time() - t_start}, state_path)
+        meta = {"stage": "iscn", "steps": step, "cpu_minutes_wall": round((time.time() - t_start) / 60, 1),
+                "batch": args.batch, "caches": [str(p) for p in args.cache]}
+        save_checkpoint(model, out / "dfimat-s-iscn.pt", meta)
+        log(f"saved step {step}{' (final)' if final else ''}")
+
+    model.iscn.train()
+    while step < args.steps:
+        elapsed = time.time() - t_start
+        if args.max_minutes and elapsed > args.max_minutes * 60:
+            log("time budget reached")
+            break
+        progress = min(1.0, max(step / args.steps, elapsed / (args.max_minutes * 60) if args.max_minutes else 0.0))
+        warm = min(1.0, (step + 1) / 100)
+        lr = args.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+        samples = [sampler.draw() for _ in range(args.batch)]
+        feats = _batch_feats(caches, samples)
+        prev = torch.zeros(len(samples), 1, g, g)
+        has_prev = torch.zeros(len(samples), dtype=torch.bool)
+        extra = int(rng.choice([0, 0, 0, 1, 2]))
+        with torch.no_grad():
+            for _ in range(extra):
+                masks, logits = run_round(model, feats, samples, prev, has_prev, size, encoder.embed)
+                prob = best_mask(masks, logits).sigmoid().unsqueeze(1)
+                big = F.interpolate(prob, size=(size, size), mode="bilinear", align_corners=False)[:, 0].numpy()
+                for s, p in zip(samples, big, strict=True):
+                    sampler.next_round(s, p > 0.5)
+                prev, has_prev = prob, torch.ones(len(samples), dtype=torch.bool)
+        masks, logits = run_round(model, feats, samples, prev, has_prev, size, encoder.embed)
+        gt = torch.from_numpy(np.stack([s["gt"] for s in samples])).float().unsqueeze(1)
+        ign = torch.from_numpy(np.stack([s["ignore"] for s in samples])).float().unsqueeze(1)
+        target = F.avg_pool2d(gt, 4)[:, 0]
+        weight = (F.max_pool2d(ign, 4)[:, 0] < 0.5).float()
+        loss, parts = iscn_loss(masks, logits, target, weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+
+        with torch.no_grad():
+            pred = best_mask(masks, logits) > 0
+            ious = [iou(p.numpy(), t.numpy() > 0.5) for p, t in zip(pred, target, strict=True)]
+        parts.update(loss=float(loss.detach()), iou=float(np.mean(ious)), rounds=extra + 1)
+        for k, v in parts.items():
+            running[k] = 0.9 * running.get(k, v) + 0.1 * v
+        if step % args.log_every == 0:
+            rate = (time.time() - t_start) / max(step, 1)
+            log(f"step {step} lr {lr:.2e} " + " ".join(f"{k} {v:.3f}" for k, v in running.items())
+                + f" | {rate:.2f} s/step")
+        if step % args.save_every == 0:
+            save()
+    save(final=True)
+    return 0
+
+
+def load_iscn_into(model: DFIMatS, path: Path) -> None:
+    """Copy ISCN weights from a DFIMat-S checkpoint into `model`."""
+    trained, _ = load_checkpoint(path)
+    model.iscn.load_state_dict(trained.iscn.state_dict())
+
+
+def add_iscn_parser(sub) -> None:
+    from backend.train import DEFAULT_CACHE, REPO
+
+    p = sub.add_parser("iscn", help="stage 1: train the ISCN heads on cached features")
+    p.add_argument("--cache", type=Path, nargs="+", default=[DEFAULT_CACHE / "iscn-384"])
+    p.add_argument("--out", type=Path, default=REPO / "runs" / "iscn")
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--max-minutes", type=float, default=35.0)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--save-every", type=int, default=100)
+    p.add_argument("--resume", action="store_true")
+    p.set_defaults(func=train_iscn)

@@ -1,0 +1,56 @@
+"""The committed weights load and select the right person with one box on real multi-person photos.
+
+Photos: the first Penn-Fudan images in ../shared/data (held out from training; pedestrians who stand close, so a box
+around one person also covers parts of a neighbour). Per target we ask for the person with one tight box and score
+the matte (alpha > 0.5) against every labelled person.
+
+Threshold: IoU >= 0.65 with the boxed person for the median target, and for every target the matte must overlap
+its own person more than any other (IoU with the target > IoU with each neighbour). On these four targets the person
+fills only 31-48 % of its own box, so a model that returned the whole box scores <= 0.48 and one that picked the
+neighbour scores ~0; 0.65 separates "selected the person" from "filled the box". Measured with the committed
+weights: 0.82, 0.88, 0.67, 0.64 (median 0.75), so the bound leaves room for numeric drift across CPUs.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backend import data
+from backend.engine import Engine, default_weights
+
+torch.set_num_threads(1)
+PENNFUDAN = Path(__file__).resolve().parents[2] / "shared" / "data" / "pennfudan-sample"
+MEDIAN_IOU = 0.65
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+@pytest.mark.skipif(not default_weights().is_file(), reason="committed weights missing")
+@pytest.mark.skipif(not (PENNFUDAN / "manifest.json").is_file(), reason="../shared/data not available")
+def test_one_box_selects_the_right_person():
+    engine = Engine.load(device="cpu")
+    items = [it for it in data.load_set(PENNFUDAN).items][:3]
+    scores = []
+    for item in items:
+        image = data.read_image(item.image_path)
+        targets = data.person_targets(item)
+        people = targets.people()
+        sid = engine.open(image)
+        for k, mask in enumerate(targets.masks):
+            ys, xs = np.nonzero(mask)
+            engine.reset(sid)
+            alpha = engine.predict(sid, {"box": [float(xs.min()), float(ys.min()), float(xs.max() + 1),
+                                                 float(ys.max() + 1)]})
+            pred = alpha > 0.5
+            own = _iou(pred, mask)
+            others = [_iou(pred, p) for j, p in enumerate(people) if j != k]
+            assert all(own > o for o in others), (item.id, k, own, others)
+            scores.append(own)
+        engine.close(sid)
+    assert len(scores) >= 4
+    assert float(np.median(scores)) >= MEDIAN_IOU, scores
