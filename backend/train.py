@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,28 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 DEFAULT_CACHE = REPO / ".cache"
 TRAIN_SETS = ("ccp-fashion", "davis16-person", "humanseg300-removebg")
+
+
+def start_run(args: argparse.Namespace) -> tuple[Path, np.random.Generator, Callable[[str], None]]:
+    """Seed torch and numpy, create the run folder, and return a logger that prints and appends to train.log.
+
+    Both stages log the same way so a resumed run keeps one readable log per folder.
+    """
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "train.log"
+
+    def log(msg: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {msg}"
+        print(line, flush=True)
+        with log_path.open("a") as fh:
+            fh.write(line + "\n")
+
+    return out, np.random.default_rng(args.seed), log
 
 
 def training_sets(data_root: Path | None, synth_root: Path | None) -> list:

@@ -126,18 +126,9 @@ def iou(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def train_iscn(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log_file = (out / "train.log").open("a")
+    from backend.train import start_run
 
-    def log(msg: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')} {msg}"
-        print(line, flush=True)
-        log_file.write(line + "\n")
-        log_file.flush()
+    out, rng, log = start_run(args)
 
     caches = [open_cache(Path(p)) for p in args.cache]
     size = caches[0]["meta"]["size"]

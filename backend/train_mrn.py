@@ -191,20 +191,9 @@ def _batch(crops: dict, coarse: np.ndarray | None, idx: np.ndarray, rng: np.rand
 def train_mrn(args: argparse.Namespace) -> int:
     from backend import data
     from backend.dfimat.model import count_parameters, load_checkpoint, save_checkpoint
-    from backend.train import training_sets
+    from backend.train import start_run, training_sets
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log_file = (out / "train.log").open("a")
-
-    def log(msg: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')} {msg}"
-        print(line, flush=True)
-        log_file.write(line + "\n")
-        log_file.flush()
+    out, rng, log = start_run(args)
 
     sets = [s for s in training_sets(args.data, None) if s.mask_kind in ("single-person", "all-people")]
     train_items, _ = data.training_items(sets)

@@ -73,6 +73,9 @@ def test_killed_server_mid_request_gives_an_error_within_the_timeout(token_file,
     try:
         with Client(endpoint, TOKEN, timeout=1.0, retries=1) as c:
             w, h = 1200, 1000
+            # Freeze the server first so the request is surely still in flight when it dies: a small model
+            # can finish open_image faster than any fixed sleep.
+            proc.send_signal(signal.SIGSTOP)
             call = c.submit("open_image", rgb_image(w, h), w, h, 3)
             time.sleep(0.05)
             proc.kill()
