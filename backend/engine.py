@@ -11,6 +11,12 @@ the previous ISCN prediction (what the CRM compares new input against). The MRN 
 crop, resized so its longer side is at most `mrn_max_side`, and the matte is pasted back: memory stays bounded even
 for 24 MP photos.
 
+Focus pass (default on; `Engine.load(focus=False)` or $DFIMAT_FOCUS=0 turns it off; see `backend.focus`): when the
+target (box and positive marks; the coarse mask when there is no box) is small in the photo, the original image is
+cropped around it, that crop is encoded once (cached in the session per region) and the ISCN runs again on it with
+all prompts mapped into the crop; the MRN then refines the focused mask. The session's previous prediction stays the whole-image one, so the next round's first pass and the
+region choice do not depend on the focus pass.
+
 Errors: `backend.dfimat.prompts.PromptError` (ValueError) for bad prompts, `ImageError` (ValueError) for images
 that cannot be converted, `SessionError` (KeyError) for unknown or closed sessions.
 """
@@ -33,6 +39,15 @@ from backend.dfimat.iscn import best_mask
 from backend.dfimat.model import DFIMatS, load_checkpoint
 from backend.dfimat.prompt_tensors import build_prompt_tensors, collate
 from backend.dfimat.prompts import PromptError, PromptHistory, RoundPrompts
+from backend.focus import (
+    FOCUS_CACHE,
+    RegionBox,
+    focus_enabled_default,
+    full_to_region_grid,
+    region_box,
+    select_region,
+    target_extent,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 # benchmarks/bench_engine.py on the 2-core CPU (MODEL_CARD.md): onnxruntime 79 ms per round vs torch 111 ms. So
@@ -121,10 +136,16 @@ class _Session:
     feats: dict[str, torch.Tensor]
     history: PromptHistory = field(default_factory=PromptHistory)
     prev: np.ndarray | None = None  # ISCN probability of the last round, G x G in model-square space
+    # Focus pass: crop encodings by region (insertion order = age) and the last focused prediction with its region,
+    # which is the CRM's previous mask when the next round focuses on the same region.
+    crops: dict[tuple[int, int, int, int], dict[str, torch.Tensor]] = field(default_factory=dict)
+    focus_prev: tuple[tuple[int, int, int, int], np.ndarray] | None = None
 
     def nbytes(self) -> int:
         feats = sum(t.numel() * t.element_size() for t in self.feats.values())
+        feats += sum(t.numel() * t.element_size() for f in self.crops.values() for t in f.values())
         prev = 0 if self.prev is None else self.prev.nbytes
+        prev += 0 if self.focus_prev is None else self.focus_prev[1].nbytes
         return int(self.image.nbytes + feats + prev)
 
 
@@ -133,7 +154,8 @@ class Engine:
 
     model_name = "dfimat-s"
 
-    def __init__(self, model: DFIMatS, device: torch.device, meta: dict | None = None, onnx=None) -> None:
+    def __init__(self, model: DFIMatS, device: torch.device, meta: dict | None = None, onnx=None,
+                 focus: bool | None = None) -> None:
         self.model = model.to(device).eval()
         self.device = device
         self.meta = meta or {}
@@ -142,15 +164,18 @@ class Engine:
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.RLock()
         self._text = None
+        self.focus = focus_enabled_default() if focus is None else bool(focus)
 
     @classmethod
     def load(cls, device: str | None = None, weights: str | Path | None = None,
-             runtime: str | None = None) -> Engine:
+             runtime: str | None = None, focus: bool | None = None) -> Engine:
         """Load weights (default: `default_weights()`) onto `device` ("cpu", "cuda"; default CUDA if available).
 
         runtime: "torch" or "onnx"; default $DFIMAT_RUNTIME, else "onnx" when the weights ship with matching exported
         graphs (`ONNX_SUBDIR`), else "torch". Asking for "onnx" without shipped graphs exports them once into the
-        user cache."""
+        user cache.
+
+        focus: run the focus pass (`backend.focus`); default $DFIMAT_FOCUS, else `backend.focus.FOCUS_DEFAULT`."""
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
@@ -163,21 +188,25 @@ class Engine:
             raise ValueError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
         model, meta = load_checkpoint(path, "cpu")
         onnx = _onnx_runtime(model, path) if runtime == "onnx" else None
-        return cls(model, torch.device(device), meta, onnx)
+        return cls(model, torch.device(device), meta, onnx, focus)
 
     # -- sessions ---------------------------------------------------------------------------------------------
     def open(self, image: np.ndarray) -> str:
         """Start a session for `image`; encodes it once. Returns the session id."""
         rgb = to_rgb_uint8(image)
-        size = self.model.config.size
-        lb = Letterbox(rgb.shape[0], rgb.shape[1], size)
-        square = lb.image_to_square(rgb, cv2.INTER_AREA)
-        x = torch.from_numpy(square).permute(2, 0, 1).unsqueeze(0).float().to(self.device)
-        with self._lock, torch.no_grad():
-            feats = self._onnx.backbone(x) if self._onnx else self.model.backbone(x)
+        lb = Letterbox(rgb.shape[0], rgb.shape[1], self.model.config.size)
+        with self._lock:
+            feats = self._encode(rgb, lb)
             sid = uuid.uuid4().hex
             self._sessions[sid] = _Session(image=rgb, letterbox=lb, feats=feats)
         return sid
+
+    def _encode(self, image: np.ndarray, lb: Letterbox) -> dict[str, torch.Tensor]:
+        """Backbone features of `image` (the whole photo or a focus crop) letterboxed by `lb`."""
+        square = lb.image_to_square(image, cv2.INTER_AREA)
+        x = torch.from_numpy(square).permute(2, 0, 1).unsqueeze(0).float().to(self.device)
+        with torch.no_grad():
+            return self._onnx.backbone(x) if self._onnx else self.model.backbone(x)
 
     def _get(self, sid: str) -> _Session:
         try:
@@ -191,6 +220,7 @@ class Engine:
             s = self._get(sid)
             s.history = PromptHistory()
             s.prev = None
+            s.focus_prev = None
 
     def close(self, sid: str) -> None:
         with self._lock:
@@ -218,25 +248,68 @@ class Engine:
             history = PromptHistory(list(s.history.rounds))
             history.add(new)
             coarse = self._localise(s, history, new)
-            alpha = self._refine(s.image, s.letterbox, coarse)
+            focused = self._focus(s, history, new, coarse) if self.focus else None
+            if focused is None:
+                alpha = self._refine(s.image, s.letterbox, coarse)
+            else:
+                rb, fine = focused
+                x0, y0, x1, y1 = rb.region
+                alpha = np.zeros((h, w), np.float32)
+                # The region is a view of the original pixels; the MRN writes straight into the full matte.
+                self._refine(s.image[y0:y1, x0:x1], rb, fine, out=alpha[y0:y1, x0:x1])
             # Commit only after the round succeeded, so a failure leaves the session as it was.
             s.history, s.prev = history, coarse
+            s.focus_prev = None if focused is None else (focused[0].region, focused[1])
             return alpha
 
-    def _localise(self, s: _Session, history: PromptHistory, new: RoundPrompts) -> np.ndarray:
+    def _localise(self, s: _Session, history: PromptHistory, new: RoundPrompts,
+                  view: tuple[dict[str, torch.Tensor], Letterbox, np.ndarray | None] | None = None) -> np.ndarray:
+        """ISCN probability on the G x G grid of the whole image's square, or of `view` = (features, letterbox,
+        previous prediction) of a focus region. Both passes go through here so there is one ISCN call site."""
+        feats, lb, prev_map = view if view is not None else (s.feats, s.letterbox, s.prev)
         size = self.model.config.size
         g = size // 4
-        tensors = build_prompt_tensors(history, new, s.letterbox, self._embed_text)
+        tensors = build_prompt_tensors(history, new, lb, self._embed_text)
+        if isinstance(lb, RegionBox) and len(tensors.points):
+            # Prompt points outside the crop (e.g. a negative click on someone far away) have no features to sample
+            # there; their dense marks are already clipped away by drawing.
+            inside = np.all((tensors.points >= 0) & (tensors.points < size), axis=1)
+            tensors.points, tensors.kinds = tensors.points[inside], tensors.kinds[inside]
         batch = {k: v.to(self.device) for k, v in collate([tensors], size).items()}
-        has_prev = torch.tensor([s.prev is not None], device=self.device)
+        has_prev = torch.tensor([prev_map is not None], device=self.device)
         prev = torch.zeros(1, 1, g, g, device=self.device)
-        if s.prev is not None:
-            prev[0, 0] = torch.from_numpy(s.prev).to(self.device)
+        if prev_map is not None:
+            prev[0, 0] = torch.from_numpy(prev_map).to(self.device)
         with torch.no_grad():
             iscn = self._onnx.iscn if self._onnx else self.model.iscn
-            masks, logits = iscn(s.feats, batch, prev, has_prev)
+            masks, logits = iscn(feats, batch, prev, has_prev)
             prob = best_mask(masks, logits).sigmoid()[0]
         return prob.float().cpu().numpy()
+
+    def _focus(self, s: _Session, history: PromptHistory, new: RoundPrompts,
+               coarse: np.ndarray) -> tuple[RegionBox, np.ndarray] | None:
+        """Second ISCN pass on a crop around the target; None when the target is already large in the photo."""
+        h, w = s.image.shape[:2]
+        region = select_region(target_extent(history, coarse, s.letterbox), h, w)
+        if region is None:
+            return None
+        rb = region_box(region, self.model.config.size)
+        feats = s.crops.get(region)
+        if feats is None:
+            x0, y0, x1, y1 = region
+            feats = self._encode(s.image[y0:y1, x0:x1], rb)
+            while len(s.crops) >= FOCUS_CACHE:
+                s.crops.pop(next(iter(s.crops)))
+            s.crops[region] = feats
+        # The CRM compares this round with what the user saw last: the focused mask if it was on this region, else
+        # the whole-image prediction resampled into the crop.
+        if s.focus_prev is not None and s.focus_prev[0] == region:
+            prev = s.focus_prev[1]
+        elif s.prev is not None:
+            prev = full_to_region_grid(s.prev, s.letterbox, rb)
+        else:
+            prev = None
+        return rb, self._localise(s, history, new, (feats, rb, prev))
 
     def _crop_for(self, coarse: np.ndarray, lb: Letterbox) -> tuple[int, int, int, int] | None:
         fg = coarse > 0.5
@@ -252,10 +325,12 @@ class Engine:
         x1, y1 = int(min(lb.width, np.ceil(box[2] + pad))), int(min(lb.height, np.ceil(box[3] + pad)))
         return x0, y0, x1, y1
 
-    def _refine(self, image: np.ndarray, lb: Letterbox, coarse: np.ndarray) -> np.ndarray:
-        """MRN on the target's crop; everything outside the crop is background."""
+    def _refine(self, image: np.ndarray, lb: Letterbox, coarse: np.ndarray,
+                out: np.ndarray | None = None) -> np.ndarray:
+        """MRN on the target's crop; everything outside the crop is background. `image` is what `lb` letterboxes (the
+        photo, or a focus region of it, with `out` the matching zeroed view of the full matte)."""
         h, w = image.shape[:2]
-        alpha = np.zeros((h, w), np.float32)
+        alpha = np.zeros((h, w), np.float32) if out is None else out
         crop = self._crop_for(coarse, lb)
         if crop is None:
             return alpha
