@@ -68,7 +68,7 @@ def test_krita_51_kritarunner_roundtrip(backend, pykrita, tmp_path):
     # local selection mask (docs/krita.md); the GUI test covers the transparency-mask path of 5.1.
     assert numbers["krita"].startswith("5.1") and numbers["mask_type"] == "selectionmask"
     # Both labelled people come out as their own layers (same quality bar as the selection).
-    assert min(realtest.check_split(out, case)) >= realtest.IOU_MIN
+    assert min(realtest.check_split(out, case)) >= realtest.SPLIT_IOU_MIN
 
 
 def test_krita_52_kritarunner_roundtrip(backend, pykrita, tmp_path):
