@@ -37,11 +37,21 @@ def pykrita(tmp_path_factory):
     return root
 
 
+# Krita's embedded Python locates its standard library through the first `python3` on PATH; a pyenv or venv
+# interpreter there (pyenv's shim prepends its own bin folder) gives it a library without Debian's dist-packages,
+# so `import PyQt5` fails inside Krita. The system folders alone keep it on the distribution's Python.
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 def host_env() -> dict[str, str]:
-    """This process's environment minus what would leak into Krita: the venv's PYTHONPATH, and the QT_* paths that
-    importing opencv-python sets to its own bundled Qt (Krita then finds no platform plug-in)."""
-    return {k: v for k, v in os.environ.items()
-            if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME") and not k.startswith("QT_")}
+    """This process's environment minus what would leak into Krita: the venv's PYTHONPATH, the QT_* paths that
+    importing opencv-python sets to its own bundled Qt (Krita then finds no platform plug-in), the mock tests'
+    DFIMAT_NO_REGISTER (the GUI runs need the real action and docker), and a PATH whose first python3 is not the
+    system's."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "DFIMAT_NO_REGISTER") and not k.startswith("QT_")}
+    env["PATH"] = SYSTEM_PATH
+    return env
 
 
 def _env(params, backend, pykrita, home):
