@@ -44,6 +44,19 @@ def start_run(args: argparse.Namespace) -> tuple[Path, np.random.Generator, Call
     return out, np.random.default_rng(args.seed), log
 
 
+def add_run_arguments(p: argparse.ArgumentParser, *, steps: int, minutes: float, batch: int, lr: float) -> None:
+    """The options every training stage shares: budget, optimiser, threads, seed, logging and resuming."""
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--max-minutes", type=float, default=minutes)
+    p.add_argument("--batch", type=int, default=batch)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--save-every", type=int, default=100)
+    p.add_argument("--resume", action="store_true")
+
+
 def training_sets(data_root: Path | None, synth_root: Path | None) -> list:
     """The training data sets: the named real sets plus every synthetic set found under `synth_root`."""
     from backend import data

@@ -228,18 +228,10 @@ def load_iscn_into(model: DFIMatS, path: Path) -> None:
 
 
 def add_iscn_parser(sub) -> None:
-    from backend.train import DEFAULT_CACHE, REPO
+    from backend.train import DEFAULT_CACHE, REPO, add_run_arguments
 
     p = sub.add_parser("iscn", help="stage 1: train the ISCN heads on cached features")
     p.add_argument("--cache", type=Path, nargs="+", default=[DEFAULT_CACHE / "iscn-384"])
     p.add_argument("--out", type=Path, default=REPO / "runs" / "iscn")
-    p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--max-minutes", type=float, default=35.0)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=4e-4)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--save-every", type=int, default=100)
-    p.add_argument("--resume", action="store_true")
+    add_run_arguments(p, steps=4000, minutes=35.0, batch=8, lr=0.0004)
     p.set_defaults(func=train_iscn)

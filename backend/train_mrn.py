@@ -263,7 +263,7 @@ def train_mrn(args: argparse.Namespace) -> int:
 
 
 def add_mrn_parser(sub) -> None:
-    from backend.train import DEFAULT_CACHE, DEFAULT_DATA, REPO
+    from backend.train import DEFAULT_CACHE, DEFAULT_DATA, REPO, add_run_arguments
 
     p = sub.add_parser("mrn", help="stage 2: train the MRN on pseudo-alpha crops with the ISCN frozen")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -275,13 +275,5 @@ def add_mrn_parser(sub) -> None:
     p.add_argument("--margin", type=float, default=0.15)
     p.add_argument("--limit", type=int, default=800, help="at most this many training people get a crop")
     p.add_argument("--prepare-only", action="store_true")
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--max-minutes", type=float, default=20.0)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--save-every", type=int, default=100)
-    p.add_argument("--resume", action="store_true")
+    add_run_arguments(p, steps=3000, minutes=20.0, batch=4, lr=0.0005)
     p.set_defaults(func=train_mrn)

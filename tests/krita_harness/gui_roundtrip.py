@@ -14,6 +14,8 @@ import os
 import time
 import traceback
 
+from kdoc import structure
+
 ACTION_IDS = ("dfimat_select_person", "dfimat_refine", "dfimat_reset", "dfimat_selected_layers",
               "dfimat_split_people")
 WAIT_S = 600.0
@@ -67,18 +69,6 @@ def wait_idle(ctl, label, report):
     report[f"{label}_message"] = ctl.last_message
     if ctl.last_error:
         raise RuntimeError(f"{label} failed: {ctl.last_message}")
-
-
-def structure(doc):
-    out = []
-
-    def visit(node, depth):
-        for child in node.childNodes():
-            out.append((depth, child.name(), child.type()))
-            visit(child, depth + 1)
-
-    visit(doc.rootNode(), 0)
-    return out
 
 
 def state(doc, node):

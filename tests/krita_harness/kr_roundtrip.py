@@ -16,6 +16,8 @@ import os
 import time
 import traceback
 
+from kdoc import structure
+
 WAIT_S = 600.0
 
 
@@ -54,18 +56,6 @@ def wait(ctl, job, report, label):
     report[f"{label}_error"] = ctl.last_error
     if ctl.last_error:
         raise RuntimeError(f"{label} failed: {ctl.last_message}")
-
-
-def structure(doc):
-    out = []
-
-    def visit(node, depth):
-        for child in node.childNodes():
-            out.append((depth, child.name(), child.type()))
-            visit(child, depth + 1)
-
-    visit(doc.rootNode(), 0)
-    return out
 
 
 def mask_alpha(node, width, height):
