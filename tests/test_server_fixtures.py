@@ -26,9 +26,8 @@ REPO = Path(__file__).resolve().parent.parent
 def tiny_engine(tmp_dir: Path) -> Any:
     """The real Engine on a random-initialised tiny checkpoint (plumbing only, no accuracy)."""
     torch.set_num_threads(1)
-    from backend.engine import Engine
-
     from backend.dfimat.model import build_tiny_checkpoint
+    from backend.engine import Engine
 
     weights = build_tiny_checkpoint(tmp_dir / "tiny.pt")
     return Engine.load(device="cpu", weights=weights)
