@@ -154,6 +154,10 @@ def train_iscn(args: argparse.Namespace) -> int:
         step, spent = state["step"], state["spent"]
         rng = np.random.default_rng(args.seed + step)
         log(f"resumed at step {step} ({spent / 60:.1f} min spent)")
+    elif args.init is not None:
+        # Continued training: trained ISCN weights, a fresh optimiser and schedule (warm-up included).
+        load_iscn_into(model, args.init)
+        log(f"ISCN initialised from {args.init}")
     log(f"ISCN trainable parameters: {count_parameters(model.iscn, True)}")
     sampler = Sampler(caches, texts, rng)
     g = size // 4
@@ -164,7 +168,8 @@ def train_iscn(args: argparse.Namespace) -> int:
         torch.save({"iscn": model.iscn.state_dict(), "opt": opt.state_dict(), "step": step,
                     "spent": time.time() - t_start}, state_path)
         meta = {"stage": "iscn", "steps": step, "cpu_minutes_wall": round((time.time() - t_start) / 60, 1),
-                "batch": args.batch, "caches": [str(p) for p in args.cache]}
+                "batch": args.batch, "caches": [str(p) for p in args.cache],
+                "init": None if args.init is None else str(args.init)}
         save_checkpoint(model, out / "dfimat-s-iscn.pt", meta)
         log(f"saved step {step}{' (final)' if final else ''}")
 
@@ -233,5 +238,7 @@ def add_iscn_parser(sub) -> None:
     p = sub.add_parser("iscn", help="stage 1: train the ISCN heads on cached features")
     p.add_argument("--cache", type=Path, nargs="+", default=[DEFAULT_CACHE / "iscn-384"])
     p.add_argument("--out", type=Path, default=REPO / "runs" / "iscn")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this DFIMat-S checkpoint's ISCN weights (ignored with --resume)")
     add_run_arguments(p, steps=4000, minutes=35.0, batch=8, lr=0.0004)
     p.set_defaults(func=train_iscn)

@@ -1,0 +1,88 @@
+"""The documented training commands end to end on a few real photos: cache -> ISCN (save, resume, init) -> MRN ->
+assemble -> a checkpoint the engine loads. Tiny budgets: this checks the plumbing, not what the model learns."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (DATA / "ccp-fashion" / "manifest.json").is_file(),
+                       reason=f"needs the real training sets in {DATA}"),
+]
+
+
+def train(*args: str | Path) -> str:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    run = subprocess.run([sys.executable, "-m", "backend.train", *map(str, args)], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, f"{args[0]} failed:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}"
+    return run.stdout
+
+
+def iscn_weights(path: Path) -> dict[str, torch.Tensor]:
+    from backend.dfimat.model import load_checkpoint
+
+    model, _ = load_checkpoint(path)
+    return {k: v.clone() for k, v in model.iscn.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    out = train("cache", "--data", DATA, "--synth", root / "no-synth", "--limit", 4, "--collages", 2,
+                "--out", root / "cache")
+    assert "cache 6/6" in out  # 4 photos + 2 collages
+    train("iscn", "--cache", root / "cache", "--steps", 2, "--batch", 2, "--save-every", 1, "--out", root / "iscn")
+    return root
+
+
+def test_iscn_resumes_where_it_stopped(runs):
+    out = train("iscn", "--cache", runs / "cache", "--steps", 3, "--batch", 2, "--out", runs / "iscn", "--resume")
+    assert "resumed at step 2" in out and "saved step 3 (final)" in out
+    log = (runs / "iscn" / "train.log").read_text()
+    # One log per run folder: the resumed run appends to the first run's lines.
+    assert log.count("ISCN trainable parameters") == 2 and log.index("saved step 2") < log.index("resumed at step 2")
+
+
+def test_iscn_init_starts_from_the_given_weights(runs):
+    train("iscn", "--cache", runs / "cache", "--steps", 0, "--init", runs / "iscn" / "dfimat-s-iscn.pt",
+          "--out", runs / "init")
+    source, started = iscn_weights(runs / "iscn" / "dfimat-s-iscn.pt"), iscn_weights(runs / "init" / "dfimat-s-iscn.pt")
+    assert source.keys() == started.keys()
+    assert all(torch.equal(source[k], started[k]) for k in source)
+
+
+def test_mrn_and_assemble_give_a_checkpoint_the_engine_runs(runs):
+    from backend.engine import Engine
+
+    train("mrn", "--data", DATA, "--iscn", runs / "iscn" / "dfimat-s-iscn.pt", "--iscn-cache", runs / "cache",
+          "--crops", runs / "crops", "--limit", 2, "--steps", 2, "--batch", 2, "--out", runs / "mrn")
+    assert "PSEUDO alpha" in (runs / "mrn" / "train.log").read_text()
+    final = runs / "final.pt"
+    train("assemble", "--iscn", runs / "iscn" / "dfimat-s-iscn.pt", "--mrn", runs / "mrn" / "dfimat-s.pt",
+          "--out", final)
+    engine = Engine.load(device="cpu", weights=final)
+    image = np.random.default_rng(0).integers(0, 255, (90, 70, 3), dtype=np.uint8)
+    sid = engine.open(image)
+    alpha = engine.predict(sid, {"box": [10, 10, 60, 80]})
+    assert alpha.shape == (90, 70) and alpha.dtype == np.float32
+    assert 0.0 <= float(alpha.min()) and float(alpha.max()) <= 1.0
+
+
+def test_training_refuses_the_held_out_sets(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    run = subprocess.run([sys.executable, "-m", "backend.train", "cache", "--data", tmp_path / "none", "--synth",
+                          str(DATA), "--out", str(tmp_path / "c")], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode != 0 and "held-out" in (run.stdout + run.stderr)
