@@ -97,7 +97,9 @@ def cmd_assemble(args: argparse.Namespace) -> int:
     mrn_model, mrn_meta = load_checkpoint(args.mrn)
     model.mrn.load_state_dict(mrn_model.mrn.state_dict())
     meta = {"iscn": {k: v for k, v in iscn_meta.items() if not k.startswith("mrn")},
-            "mrn": {k: v for k, v in mrn_meta.items() if k.startswith("mrn")},
+            # An assembled checkpoint (e.g. the committed weights) already nests its MRN record under "mrn".
+            "mrn": mrn_meta["mrn"] if isinstance(mrn_meta.get("mrn"), dict)
+            else {k: v for k, v in mrn_meta.items() if k.startswith("mrn")},
             "parameters": {"iscn_trainable": count_parameters(model.iscn), "mrn": count_parameters(model.mrn),
                            "backbone_frozen": count_parameters(model.backbone)}}
     path = save_checkpoint(model, args.out, meta)
