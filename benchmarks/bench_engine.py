@@ -25,7 +25,8 @@ sys.path.insert(0, str(REPO))
 from backend.engine import Engine  # noqa: E402
 
 
-def _photo(path: Path | None, megapixels: float) -> np.ndarray:
+def photo(path: Path | None, megapixels: float) -> np.ndarray:
+    """A real photo with people (the first Penn-Fudan image unless `path`), resized to `megapixels`."""
     if path is None:
         candidates = sorted((REPO.parent / "shared" / "data" / "pennfudan-sample" / "images").glob("*"))
         path = candidates[0] if candidates else None
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     engine = Engine.load(device="cpu", weights=args.weights, runtime=args.runtime)
-    image = _photo(args.image, args.megapixels)
+    image = photo(args.image, args.megapixels)
     h, w = image.shape[:2]
     box = [0.3 * w, 0.15 * h, 0.6 * w, 0.95 * h]
     # Warm-up session: the first call of every torch op pays one-off costs a user pays once per process.
