@@ -25,11 +25,15 @@ sys.path.insert(0, str(REPO))
 from backend.engine import Engine  # noqa: E402
 
 
+def default_photo() -> Path | None:
+    """The first Penn-Fudan image of the shared data, if this machine has it."""
+    candidates = sorted((REPO.parent / "shared" / "data" / "pennfudan-sample" / "images").glob("*"))
+    return candidates[0] if candidates else None
+
+
 def photo(path: Path | None, megapixels: float) -> np.ndarray:
-    """A real photo with people (the first Penn-Fudan image unless `path`), resized to `megapixels`."""
-    if path is None:
-        candidates = sorted((REPO.parent / "shared" / "data" / "pennfudan-sample" / "images").glob("*"))
-        path = candidates[0] if candidates else None
+    """A real photo with people (`default_photo()` unless `path`), resized to `megapixels`; noise without one."""
+    path = path or default_photo()
     if path is None:
         rng = np.random.default_rng(0)
         image = rng.integers(0, 256, (750, 1333, 3), dtype=np.uint8)

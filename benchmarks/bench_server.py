@@ -25,10 +25,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-PHOTOS = ROOT.parent / "shared" / "data" / "pennfudan-sample" / "images"
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_engine import photo  # noqa: E402
+from benchmarks.bench_engine import default_photo, photo  # noqa: E402
 from dfimat_client import Client  # noqa: E402
 from dfimat_client.config import write_token  # noqa: E402
 from dfimat_client.protocol import new_token  # noqa: E402
@@ -37,8 +36,9 @@ from dfimat_client.protocol import new_token  # noqa: E402
 def test_image(megapixels: float) -> tuple[np.ndarray, int, int]:
     """A real photo (the bench_engine one) at `megapixels`: a trained model then finds a person and runs its MRN, as
     for users. Without the shared data: a 4:3 gradient with noise (timings then skip most of the MRN work)."""
-    if PHOTOS.is_dir() and any(PHOTOS.iterdir()):
-        img = photo(None, megapixels)
+    path = default_photo()
+    if path is not None:
+        img = photo(path, megapixels)
         return img, img.shape[1], img.shape[0]
     h = int(round((megapixels * 1e6 * 3 / 4) ** 0.5))
     w = int(round(megapixels * 1e6 / h))

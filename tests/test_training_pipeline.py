@@ -22,10 +22,14 @@ pytestmark = [
 ]
 
 
-def train(*args: str | Path) -> str:
+def run_train(*args: str | Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    run = subprocess.run([sys.executable, "-m", "backend.train", *map(str, args)], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "backend.train", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def train(*args: str | Path) -> str:
+    run = run_train(*args)
     assert run.returncode == 0, f"{args[0]} failed:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}"
     return run.stdout
 
@@ -81,8 +85,5 @@ def test_mrn_and_assemble_give_a_checkpoint_the_engine_runs(runs):
 
 
 def test_training_refuses_the_held_out_sets(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    run = subprocess.run([sys.executable, "-m", "backend.train", "cache", "--data", tmp_path / "none", "--synth",
-                          str(DATA), "--out", str(tmp_path / "c")], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=300)
+    run = run_train("cache", "--data", tmp_path / "none", "--synth", DATA, "--out", tmp_path / "c")
     assert run.returncode != 0 and "held-out" in (run.stdout + run.stderr)
