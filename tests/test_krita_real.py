@@ -114,10 +114,14 @@ def _check_gui(out, case, backend, version, run):
     report = json.loads(report_file.read_text())
     assert numbers["krita"].startswith(version)
     assert report["actions"]["dfimat_select_person"] == "DFIMat Select Person", report["actions"]
+    # The shortcut the plug-in sets in createActions is the one Krita shows (a fresh HOME has no user override).
+    assert report["shortcuts"]["dfimat_select_person"] == "Ctrl+Alt+Shift+P", report["shortcuts"]
     assert report["docker_found"] == 1
     # In a window even 5.1 gets a real transparency mask (through Krita's own "Add Transparency Mask" action),
     # the user's selection is given back, and Edit > Undo takes everything back.
     assert report["mask_types"] == ["transparencymask"] and report["projection_follows_mask"]
+    # Refine swaps in a fresh mask (undoable) instead of piling a second one onto the layer.
+    assert report["mask_types_after_refine"] == ["transparencymask"], report["mask_types_after_refine"]
     assert report["selection_kept"]
     assert report["select_s"] >= report["backend_delay_s"] and report["refine_s"] >= report["backend_delay_s"]
     assert numbers["max_gui_stall_s"] < GUI_STALL_MAX_S, numbers

@@ -230,6 +230,85 @@ def test_masks_for_selected_layers_uses_one_prompt_for_each_layer(setup):
     assert [m.type() for m in photo.childNodes()] == ["transparencymask"]
 
 
+def _two_selected_layers(doc):
+    """A second layer, both selected in the Layers docker of a window showing ``doc``."""
+    other = doc.add_layer("other", bytes([1, 2, 3, 255]) * (W * H))
+    view = krita.Krita.instance().openWindow().addView(doc)
+    view.select_nodes([doc.rootNode().childNodes()[0], other])
+    return other
+
+
+def test_masks_for_two_selected_layers_gives_each_its_own_mask(setup):
+    doc, photo, client, ctl, messages = setup
+    other = _two_selected_layers(doc)
+    ctl.masks_for_selected_layers()
+    assert pump_until(ctl.worker, lambda: not ctl.worker.busy)
+    assert [c[0] for c in client.calls] == ["open_image", "reset", "predict"] * 2
+    # Each layer's own pixels go to the backend, each under its own session key.
+    opened = [c for c in client.calls if c[0] == "open_image"]
+    assert [o[1][:4] for o in opened] == [bytes([30, 20, 10, 255]), bytes([3, 2, 1, 255])]
+    assert len({o[5] for o in opened}) == 2
+    for layer in (photo, other):
+        (mask,) = layer.childNodes()
+        assert mask.type() == "transparencymask" and mask.pixelData(0, 0, W, H) == bytes([200]) * (W * H)
+    assert messages[-1][1] is False and "'photo'" in messages[-1][0] and "'other'" in messages[-1][0]
+
+
+@pytest.mark.parametrize("deleted", [0, 1])
+def test_masks_for_selected_layers_writes_nothing_when_one_layer_is_deleted_meanwhile(setup, deleted):
+    doc, photo, client, ctl, messages = setup
+    other = _two_selected_layers(doc)
+    client.gate.clear()
+    ctl.masks_for_selected_layers()
+    gone, kept = [(photo, other), (other, photo)][deleted]
+    gone.remove()  # the user deletes a layer while the backend works
+    client.gate.set()
+    assert pump_until(ctl.worker, lambda: not ctl.worker.busy)
+    assert photo.childNodes() == [] and other.childNodes() == [] and kept.parentNode() is doc.rootNode()
+    text, error = messages[-1]
+    assert error and f"'{gone.name()}' was deleted" in text and text.endswith(controller_mod.NOTHING_CHANGED)
+
+
+def test_masks_for_selected_layers_writes_nothing_when_one_result_is_unusable(setup):
+    doc, photo, client, ctl, messages = setup
+    other = _two_selected_layers(doc)
+    results = iter([(bytes([200]) * (W * H), W, H), (bytes([200]) * (W * H - 1), W, H)])
+    client.submit = _answer_predict_with(client.submit, results)
+    ctl.masks_for_selected_layers()
+    assert pump_until(ctl.worker, lambda: not ctl.worker.busy)
+    assert photo.childNodes() == [] and other.childNodes() == []
+    assert messages[-1][1] is True and "alpha bytes" in messages[-1][0]
+
+
+def test_a_krita_failure_after_the_first_batch_write_does_not_claim_nothing_changed(setup, monkeypatch):
+    doc, photo, client, ctl, messages = setup
+    other = _two_selected_layers(doc)
+    document = submodule("document")
+    write_output = document.write_output
+
+    def failing_on_other(doc_, node, *args):
+        if node is other:
+            raise RuntimeError("Krita refused")
+        return write_output(doc_, node, *args)
+
+    monkeypatch.setattr(document, "write_output", failing_on_other)
+    ctl.masks_for_selected_layers()
+    assert pump_until(ctl.worker, lambda: not ctl.worker.busy)
+    assert len(photo.childNodes()) == 1 and other.childNodes() == []
+    text, error = messages[-1]
+    assert error and "1 of 2" in text and "Undo" in text and controller_mod.NOTHING_CHANGED not in text
+
+
+def _answer_predict_with(submit, results):
+    def answering(method, *args, **kwargs):
+        call = submit(method, *args, **kwargs)
+        if method == "predict":
+            value = next(results)
+            call.result = lambda: value
+        return call
+    return answering
+
+
 def test_every_client_error_kind_gets_its_own_advice():
     from dfimat_client import AuthError, BackendError, BackendNotRunning, ConfigError, ProtocolVersionError
 

@@ -80,6 +80,37 @@ def describe_error(exc: BaseException) -> str:
     return f"Unexpected error ({kind}: {exc}). {NOTHING_CHANGED}"
 
 
+@dataclass(frozen=True)
+class Write:
+    """One checked result and the node it goes to, ready to be written."""
+
+    doc: Any
+    node: Any
+    alpha: bytes
+    width: int
+    height: int
+
+
+def _write_all(writes: list[Write], output: str) -> list[str]:
+    """Write every result; the messages say what was done."""
+    messages: list[str] = []
+    for write in writes:
+        try:
+            messages.append(document.write_output(write.doc, write.node, write.alpha, write.width, write.height,
+                                                  output))
+        except Exception as exc:
+            if not messages:
+                raise
+            # Only Krita itself can fail here (the results were checked): the user must learn that the earlier
+            # layers did change, which the usual "nothing was changed" would deny.
+            raise DocumentError(
+                f"Writing to layer '{write.node.name()}' failed ({type(exc).__name__}: {exc}) after "
+                f"{len(messages)} of {len(writes)} layer(s) got their result: {' '.join(messages)} "
+                "Edit > Undo takes those back."
+            ) from exc
+    return messages
+
+
 class Controller:
     """One per Krita instance; the action and every docker share it."""
 
@@ -125,7 +156,11 @@ class Controller:
                             lambda _: self._status(f"DFIMat prompts for '{node.name()}' cleared.", False))
 
     def masks_for_selected_layers(self) -> Job | None:
-        """The same prompts applied to every selected layer, one mask each (written only if all succeed)."""
+        """The same prompts applied to every selected layer, one mask each.
+
+        All or nothing: every layer is looked up again and every result checked before the first mask is written,
+        so a layer deleted or an image resized while the backend worked leaves every layer unchanged.
+        """
         if self._refuse_when_busy():
             return None
         try:
@@ -154,8 +189,8 @@ class Controller:
             return results
 
         def done(results: list) -> None:
-            messages = [self._write(target, result, output) for target, result in results]
-            self._status(" ".join(messages), False)
+            writes = [self._resolve(target, result, output) for target, result in results]
+            self._status(" ".join(_write_all(writes, output)), False)
 
         return self._submit(run, done)
 
@@ -245,11 +280,17 @@ class Controller:
         return self._submit(run, done)
 
     def _write(self, target: document.Target, result: tuple, output: str) -> str:
+        return _write_all([self._resolve(target, result, output)], output)[0]
+
+    def _resolve(self, target: document.Target, result: tuple, output: str) -> Write:
+        """The target's node now and its checked result; raises (changing nothing) if either is unusable."""
         alpha, width, height = result
         doc, node = document.find_node(target.node_id)
         if node is None:
             raise DocumentError(f"Layer '{target.name}' was deleted while DFIMat was working. {NOTHING_CHANGED}")
-        return document.write_output(doc, node, bytes(alpha), width, height, output)
+        alpha = bytes(alpha)
+        document.check_output(doc, alpha, width, height, output)
+        return Write(doc, node, alpha, width, height)
 
     def _submit(self, run: Callable[[Any, Job], Any], done: Callable[[Any], None]) -> Job:
         def guarded_done(payload: Any) -> None:

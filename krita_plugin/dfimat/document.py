@@ -182,7 +182,17 @@ def selected_layers(doc) -> list:
     return [n for n in nodes if n.type() in _PIXEL_LAYERS and not is_prompt_layer(n)]
 
 
-def _checked_alpha(doc, node, alpha: bytes, width: int, height: int) -> None:
+def check_output(doc, alpha: bytes, width: int, height: int, output: str) -> None:
+    """Raise :class:`DocumentError` unless ``alpha`` can be written into ``doc`` as ``output``; changes nothing.
+
+    Batches call it for every result first, so that one unusable result stops the batch before any write.
+    """
+    if output not in OUTPUTS:
+        raise DocumentError(f"Unknown output '{output}'; choose one of {', '.join(OUTPUTS)}.")
+    _checked_alpha(doc, alpha, width, height)
+
+
+def _checked_alpha(doc, alpha: bytes, width: int, height: int) -> None:
     if (width, height) != (doc.width(), doc.height()):
         raise DocumentError(
             f"The image is now {doc.width()}x{doc.height()} but the result is {width}x{height} "
@@ -202,9 +212,7 @@ def write_output(doc, node, alpha: bytes, width: int, height: int, output: str) 
 
     Every change is a node addition/removal or a selection change, so Krita's undo takes it back.
     """
-    if output not in OUTPUTS:
-        raise DocumentError(f"Unknown output '{output}'; choose one of {', '.join(OUTPUTS)}.")
-    _checked_alpha(doc, node, alpha, width, height)
+    check_output(doc, alpha, width, height, output)
     if output == "selection":
         doc.setSelection(_selection_from(alpha, width, height))
         done = "Selection replaced by the DFIMat result."
@@ -292,7 +300,7 @@ def _add_mask_through_action(doc, node, alpha: bytes, width: int, height: int) -
 def add_person_layers(doc, node, alphas: list[bytes], width: int, height: int) -> str:
     """One cut-out layer per person above ``node`` ("Split people into layers")."""
     for alpha in alphas:
-        _checked_alpha(doc, node, alpha, width, height)
+        _checked_alpha(doc, alpha, width, height)
     for index, alpha in enumerate(alphas, start=1):
         _add_cutout_layer(doc, node, alpha, width, height, name=f"DFIMat person {index}")
     doc.refreshProjection()

@@ -102,6 +102,7 @@ def run(params, report):
     app = Krita.instance()
     report["krita"] = app.version()
     report["actions"] = {i: (app.action(i).text() if app.action(i) else None) for i in ACTION_IDS}
+    report["shortcuts"] = {i: (app.action(i).shortcut().toString() if app.action(i) else None) for i in ACTION_IDS}
     window = app.activeWindow()
     doc = app.openDocument(params["image"])
     window.addView(doc)

@@ -2,7 +2,9 @@
 
 Behaves like the real API where the plug-in depends on it: pixel data of RGBA/U8 layers is BGRA, ``selection()``
 returns a copy or None, 5.1 has no ``createTransparencyMask`` (``Krita.instance().set_version("5.1.5")``), node
-additions and removals are recorded on an undo stack (``doc.undo()``), ``setPixelData`` is not.
+additions and removals are recorded on an undo stack (``doc.undo()``), ``setPixelData`` is not. Like kritarunner there
+is no window until a test opens one (``Krita.instance().openWindow().addView(doc)``); the view's Layers-docker
+selection is set with ``view.select_nodes([...])``.
 """
 
 from __future__ import annotations
@@ -280,6 +282,40 @@ class Document:
         return node
 
 
+class View:
+    def __init__(self, doc: Document) -> None:
+        self._doc = doc
+        self._selected: list[Node] = []
+
+    def document(self):
+        return self._doc
+
+    def selectedNodes(self):  # noqa: N802
+        return list(self._selected)
+
+    def select_nodes(self, nodes: list[Node]) -> None:
+        """Test helper: what the user selected in the Layers docker (Ctrl+click)."""
+        self._selected = list(nodes)
+
+
+class Window:
+    def __init__(self) -> None:
+        self._views: list[View] = []
+        self._active: View | None = None
+
+    def views(self):
+        return list(self._views)
+
+    def activeView(self):  # noqa: N802
+        return self._active
+
+    def addView(self, doc: Document) -> View:  # noqa: N802
+        view = View(doc)
+        self._views.append(view)
+        self._active = view
+        return view
+
+
 class Krita:
     _instance: Krita | None = None
 
@@ -287,6 +323,7 @@ class Krita:
         self._docs: list[Document] = []
         self._active: Document | None = None
         self._version = "5.2.9"
+        self._window: Window | None = None
 
     @classmethod
     def instance(cls) -> Krita:
@@ -320,8 +357,12 @@ class Krita:
     def activeDocument(self):  # noqa: N802
         return self._active
 
+    def openWindow(self) -> Window:  # noqa: N802
+        self._window = Window()
+        return self._window
+
     def activeWindow(self):  # noqa: N802
-        return None
+        return self._window
 
     def action(self, name):
         return None
