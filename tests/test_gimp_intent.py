@@ -233,3 +233,100 @@ def test_dropping_the_selection_to_paint_keeps_the_box_of_the_session():
     back = it.build_intent(LAYER, (150, 100, 250, 300), stroke_layers=[stroke])
     prompts, _ = it.next_round(back, state, "s")
     assert it.round_is_empty(prompts)
+
+
+# --- selection output: the selection is the matte ---
+
+MATTE_BOUNDS = (160, 110, 240, 290)  # canvas; the matte is smaller than the rectangle the user drew
+MATTE = alpha_with(80, 180, [(10, 0, 70, 180)], value=200)
+
+
+def _after_selection_output(box_bounds=(150, 100, 250, 300)):
+    first = it.build_intent(LAYER, box_bounds)
+    _, state = it.next_round(first, None, "s")
+    state.selection = it.selection_print(MATTE_BOUNDS, MATTE)  # what select_person stores after writing it
+    return it.RoundState.from_bytes(state.to_bytes())
+
+
+def _never_read():
+    raise AssertionError("the selection pixels were read although the bounds differ")
+
+
+def test_selection_print_matches_only_the_very_same_selection():
+    state = _after_selection_output()
+    assert it.is_own_selection(state, MATTE_BOUNDS, lambda: MATTE)
+    assert not it.is_own_selection(state, MATTE_BOUNDS, lambda: b"\xff" * len(MATTE))
+    assert not it.is_own_selection(state, (160, 110, 240, 291), _never_read)
+    assert not it.is_own_selection(state, None, _never_read)
+    assert not it.is_own_selection(None, MATTE_BOUNDS, _never_read)
+    assert it.selection_print(None, b"") is None
+
+
+def test_rerun_on_the_written_selection_is_not_a_new_box():
+    state = _after_selection_output()
+    intent = it.build_intent(LAYER, MATTE_BOUNDS, state=state, read_selection=lambda: MATTE)
+    assert intent.selection_is_matte and intent.box == [50.0, 50.0, 150.0, 250.0]
+    prompts, new_state = it.next_round(intent, state, "s")
+    # Nothing new: the caller restarts the session from the whole intent, i.e. from the user's rectangle.
+    assert it.round_is_empty(prompts)
+    assert intent.to_prompts()["box"] == [50.0, 50.0, 150.0, 250.0]
+    # A mask output leaves the matte selection in place, so it must still be recognised next time.
+    assert new_state.selection == state.selection
+
+
+def test_strokes_added_on_the_written_selection_refine_without_a_box():
+    state = _after_selection_output()
+    stroke = it.StrokeLayer("DFIMat -", 9, LAYER, alpha_with(400, 300, [(70, 100, 80, 104)]))
+    intent = it.build_intent(LAYER, MATTE_BOUNDS, stroke_layers=[stroke], state=state,
+                             read_selection=lambda: MATTE)
+    prompts, _ = it.next_round(intent, state, "s")
+    assert prompts["box"] is None and len(prompts["stroke_masks"]) == 1
+
+
+def test_a_new_selection_is_a_box_again():
+    state = _after_selection_output()
+    # Same bounds as the matte but other pixels: a rectangle the user drew, not the matte.
+    drawn = it.build_intent(LAYER, MATTE_BOUNDS, state=state, read_selection=lambda: b"\xff" * len(MATTE))
+    assert not drawn.selection_is_matte and drawn.box == [60.0, 60.0, 140.0, 240.0]
+    prompts, new_state = it.next_round(drawn, state, "s")
+    assert prompts["box"] == [60.0, 60.0, 140.0, 240.0] and new_state.selection is None
+    moved = it.build_intent(LAYER, (170, 110, 240, 290), state=state, read_selection=_never_read)
+    assert moved.box == [70.0, 60.0, 140.0, 240.0]
+
+
+def test_state_without_a_selection_print_still_loads():
+    raw = b'{"v": 1, "session": "s", "box": [1, 2, 3, 4]}'
+    state = it.RoundState.from_bytes(raw)
+    assert state.session == "s" and state.selection is None
+
+
+# --- batch ---
+
+
+def test_batch_prompts_shift_box_and_paths_onto_each_layer():
+    paths = [it.PathInfo("Path", (it.PathStroke(((200.0, 100.0),)),)),
+             it.PathInfo("bg", (it.PathStroke(((110.0, 60.0), (130.0, 60.0)),
+                                              ((110.0, 60.0), (120.0, 60.0), (130.0, 60.0))),))]
+    other = it.Rect(x=0, y=0, width=600, height=400)
+    for rect, dx, dy in ((LAYER, 100, 50), (other, 0, 0)):
+        prompts, notes = it.batch_prompts(rect, (150, 100, 250, 300), paths, "  the  man ")
+        assert prompts["box"] == [150.0 - dx, 100.0 - dy, 250.0 - dx, 300.0 - dy]
+        assert prompts["clicks"] == [[200.0 - dx, 100.0 - dy, True]]
+        assert prompts["scribbles"][0]["positive"] is False
+        assert prompts["scribbles"][0]["points"][0] == [110.0 - dx, 60.0 - dy]
+        assert prompts["text"] == "the man" and "stroke_masks" not in prompts and notes == []
+
+
+def test_batch_paths_alone_are_a_prompt_and_parts_off_a_layer_are_noted():
+    small = it.Rect(x=300, y=0, width=100, height=100)
+    paths = [it.PathInfo("Path", (it.PathStroke(((350.0, 50.0),)), it.PathStroke(((10.0, 10.0),))))]
+    prompts, notes = it.batch_prompts(small, None, paths, "")
+    assert prompts["box"] is None and prompts["clicks"] == [[50.0, 50.0, True]] and len(notes) == 1
+    with pytest.raises(it.IntentError, match="Batch masks need one prompt"):
+        it.batch_prompts(small, None, [], "")
+
+
+def test_batch_says_when_stroke_layers_are_not_used():
+    assert it.batch_stroke_note(["Background", "copy A"]) is None
+    note = it.batch_stroke_note(["Background", "DFIMat -"])
+    assert note and "not used" in note and "DFIMat Select Person" in note

@@ -2,8 +2,10 @@
 
 One GIMP session (GUI under Xvfb, driven by tests/editors/gimp_driver.py) does the whole user story on a real
 multi-person COCO photo: box from a rectangle selection → layer mask, Ctrl+Z, re-run, a "DFIMat -" stroke to
-refine, Ctrl+Z of the refinement, selection output, and a batch over two layers. The tests below check what it
-recorded. Run alone with ``pytest -m gimp -rs``.
+refine, Ctrl+Z of the refinement, selection output (and a re-run on it), a batch over two layers, paths, 16-bit and
+float images, and a backend that refuses the token. The tests below check what it recorded. Run alone with
+``pytest -m gimp -rs``. The default model must be committed: without it (and without DFIMAT_GIMP_TEST_WEIGHTS)
+the session fails instead of testing a random model.
 """
 
 from __future__ import annotations
@@ -35,13 +37,26 @@ HOME_CACHE = REPO / ".cache" / "gimp-test-home"
 PAD = (24, 16)
 MIN_AREA_FRACTION = 0.05
 MAX_OTHERS_IN_BOX = 0.05
-# What this test guards is the GIMP round trip (selection -> box, layer offsets, mask written back), not the model's
-# accuracy, which the evaluation command measures. The committed DFIMat-S scores 0.65 on this person when called
-# in-process (held-out coco128 mean 0.66, models/dfimat-s/MODEL_CARD.md); the bare box scores 0.56 and a mask that is
-# shifted by the layer offset, mirrored, or on the wrong person scores far lower. 0.60 fails all of those.
+# The bound checks that the GIMP round trip hands the model's answer back, not the model's accuracy (the evaluation
+# command measures that). The committed DFIMat-S is far from the 0.90 target: on this person one box gives IoU 0.646
+# when the engine is called in-process (held-out coco128-persons mean 0.66, models/dfimat-s/MODEL_CARD.md), so 0.80
+# would fail with the committed model. 0.60 lies between that and the bare box rectangle (0.557), and fails a mirrored
+# (0.04) or upside-down (0.45) matte. It does not catch a 24/16 px layer-offset error on a person this large (0.61
+# to 0.64): offsets are checked exactly instead (selection output vs layer mask byte for byte, unit tests).
 IOU_THRESHOLD = 0.60
 # The refinement must visibly obey the "DFIMat -" stroke: mean alpha under it drops by at least this much.
 STROKE_DROP = 0.25
+# A click on the person plus a "bg" path across the other person (no box): in-process IoU 0.654 with 27 % of the
+# other person covered. A click with a "bg" line above everyone instead took in both people (IoU 0.48, 78 % of the
+# other person). The matte must beat the bare box rectangle and leave most of the other person out.
+MAX_OTHER_COVERED = 0.5
+MENUS = {
+    "plug-in-dfimat-select-person": ("DFIMat Select Person…", ["<Image>/Select"]),
+    "plug-in-dfimat-layer-mask": ("DFIMat Select Person…", ["<Image>/Layer/Mask"]),
+    "plug-in-dfimat-batch-masks": ("DFIMat Batch Layer Masks…", ["<Image>/Layer/Mask"]),
+    "plug-in-dfimat-split-people": ("DFIMat Split People into Layers", ["<Image>/Layer"]),
+    "plug-in-dfimat-reset": ("DFIMat Start Over", ["<Image>/Select"]),
+}
 
 
 def pick_person() -> dict:
@@ -64,10 +79,22 @@ def pick_person() -> dict:
             others = float(((crop > 0) & (crop < 255) & (crop != k)).mean())
             if others <= MAX_OTHERS_IN_BOX:
                 best = {"id": item["id"], "image": DATA / item["image"], "k": k, "box": box,
-                        "fraction": px / area, "gt": inst == k, "ignore": inst == 255, "persons": item["persons"]}
+                        "fraction": px / area, "gt": inst == k, "ignore": inst == 255, "persons": item["persons"],
+                        "others": (inst > 0) & (inst < 255) & (inst != k)}
     if best is None:
         pytest.fail(f"no person in {DATA} fits the test's selection rule")
     return best
+
+
+def line_across(mask: np.ndarray) -> list[int]:
+    """(row, x0, x1): the middle 60 % of the mask's extent on its median row, where a user draws a "bg" line."""
+    ys, _ = np.nonzero(mask)
+    if not len(ys):
+        pytest.fail("the photo has no other labelled person for the negative path")
+    row = int(np.median(ys))
+    cols = np.nonzero(mask[row])[0]
+    span = int(cols.max() - cols.min())
+    return [row, int(cols.min()) + span // 5, int(cols.max()) - span // 5]
 
 
 def free_port() -> int:
@@ -129,10 +156,9 @@ def gimp_session(tmp_path_factory):
     weights = Path(candidate) if candidate else DEFAULT_WEIGHTS
     if candidate and not weights.is_file():
         pytest.fail(f"DFIMAT_GIMP_TEST_WEIGHTS={candidate} does not exist")
-    if not weights.exists():
-        from backend.dfimat.model import build_tiny_checkpoint
-
-        weights = build_tiny_checkpoint(work / "tiny.pt")
+    if not weights.is_file():
+        # A random model would make every accuracy check meaningless; say so instead of testing one.
+        pytest.fail(f"{weights} is missing: commit the default model or set DFIMAT_GIMP_TEST_WEIGHTS")
     h, w = person["gt"].shape
     photo = work / f"{person['id']}{person['image'].suffix}"
     shutil.copyfile(person["image"], photo)
@@ -145,7 +171,7 @@ def gimp_session(tmp_path_factory):
             {"schema": 1, "endpoint": endpoint, "token_file": str(token), "backend_command": [], "device": "cpu"}
         ))
         scenario = {"photo": str(photo), "gt": str(work / "gt.raw"), "box": list(person["box"]),
-                    "pad": list(PAD), "out": str(out)}
+                    "pad": list(PAD), "out": str(out), "other_line": line_across(person["others"])}
         (work / "scenario.json").write_text(json.dumps(scenario))
         HOME_CACHE.mkdir(parents=True, exist_ok=True)
         with open(HOME_CACHE.parent / "gimp-test-home.lock", "w") as lock:
@@ -214,11 +240,22 @@ def step(session: dict, name: str) -> dict:
     return steps[name]
 
 
-def test_procedures_are_registered(gimp_session):
-    procs = step(gimp_session, "registered")["procedures"]
-    assert {"plug-in-dfimat-select-person", "plug-in-dfimat-layer-mask", "plug-in-dfimat-batch-masks",
-            "plug-in-dfimat-split-people", "plug-in-dfimat-reset"} <= set(procs)
-    assert step(gimp_session, "registered")["offsets"] == list(PAD)
+def test_procedures_are_registered_under_their_menu_names(gimp_session):
+    s = step(gimp_session, "registered")
+    assert set(MENUS) <= set(s["procedures"])
+    assert s["offsets"] == list(PAD)
+    # The issue's "Select → DFIMat Select Person (and the same under Layer for masks)".
+    for name, (label, paths) in MENUS.items():
+        assert (s["menus"][name]["label"], s["menus"][name]["paths"]) == (label, paths), name
+
+
+def test_wrong_token_is_a_clear_error_and_changes_nothing(gimp_session):
+    s = step(gimp_session, "wrong_token")
+    assert not s["ok"]
+    assert "token" in s["message"] and "install.py" in s["message"], s["message"]
+    assert not s["dirty"] and not s["has_mask"] and s["layers"] == 1 and not s["parasite"]
+    x0, y0, x1, y1 = gimp_session["person"]["box"]
+    assert s["bounds"] == [x0 + PAD[0], y0 + PAD[1], x1 + PAD[0], y1 + PAD[1]]
 
 
 def test_empty_prompt_is_a_clear_error_and_changes_nothing(gimp_session):
@@ -266,6 +303,17 @@ def test_dialog_ok_runs_with_its_defaults(gimp_session):
     assert dialog_sel is not None and np.array_equal(dialog_sel, sel)
 
 
+def test_rerun_on_the_written_selection_keeps_the_users_box(gimp_session):
+    s = step(gimp_session, "reselect_run")
+    assert s["ok"], s["message"]
+    assert s["bounds_before"] != s["box"], "the selection written by the dialog run should be the matte, not the box"
+    # The matte's bounds are not a new box: nothing is new, the session restarts from the stored box. (Here faint
+    # alpha reaches the layer's edges, so the bounds are the whole layer: read as a selection they would mean "no
+    # box" and leave no prompt at all; a tighter matte would give a wrong new box.)
+    again, before = gimp_session["mask"]("reselect.raw"), gimp_session["mask"]("dialog_selection.raw")
+    assert again is not None and np.array_equal(again, before)
+
+
 def test_batch_over_two_layers_writes_two_masks(gimp_session):
     s = step(gimp_session, "batch_run")
     assert s["ok"], s["message"]
@@ -281,6 +329,17 @@ def test_split_people_adds_masked_layers_and_reset_forgets_the_session(gimp_sess
     assert s["added"] >= 1 and s["masked"] == s["added"]
     r = step(gimp_session, "reset_run")
     assert r["ok"] and not r["state_left"], r["message"]
+
+
+def test_16_bit_integer_image_gets_the_same_mask(gimp_session):
+    s = step(gimp_session, "u16_run")
+    assert s["ok"], s["message"]
+    assert "U16_NON_LINEAR" in s["precision"]
+    as_u16, as_u8 = gimp_session["mask"]("u16.raw"), gimp_session["mask"]("mask1b.raw")
+    # 8-bit → 16-bit non-linear → 8-bit gives the very same pixels back, hence the same matte; writing the "Y u8"
+    # matte into a 16-bit mask and reading it back may round by one level at most.
+    assert as_u16 is not None
+    assert np.abs(as_u16.astype(int) - as_u8.astype(int)).max() <= 1
 
 
 def test_float_precision_image_gets_the_same_mask(gimp_session):
@@ -299,6 +358,22 @@ def test_path_click_and_negative_path_work_without_a_selection(gimp_session):
     assert s["ok"], s["message"]
     m = gimp_session["mask"]("paths.raw")
     assert m is not None and m.shape == gimp_session["person"]["gt"].shape
+
+
+def test_paths_matte_is_on_the_person(gimp_session):
+    """Accuracy: a click plus a negative path select this person, not the other one (committed weights)."""
+    person = gimp_session["person"]
+    m = gimp_session["mask"]("paths.raw")
+    assert m is not None
+    x0, y0, x1, y1 = person["box"]
+    bare = np.zeros_like(m)
+    bare[y0:y1, x0:x1] = 255
+    score, floor = iou(m, person), iou(bare, person)
+    others = person["others"]
+    covered = float(((m >= 128) & others).sum() / max(1, others.sum()))
+    print(f"IoU from paths in GIMP: {score:.3f} (bare box {floor:.3f}); other person covered {covered:.1%}")
+    assert score >= floor, f"paths IoU {score:.3f} below the bare box rectangle's {floor:.3f}"
+    assert covered <= MAX_OTHER_COVERED
 
 
 def test_grayscale_image_gets_a_mask(gimp_session):

@@ -90,6 +90,16 @@ def _selection_bounds(image):
     return (x1, y1, x2, y2) if ok and non_empty else None
 
 
+def _read_selection(image, bounds) -> bytes:
+    x1, y1, x2, y2 = bounds
+    return _read(image.get_selection(), "Y u8", x1, y1, x2 - x1, y2 - y1)
+
+
+def _selection_print(image) -> list | None:
+    bounds = _selection_bounds(image)
+    return it.selection_print(bounds, _read_selection(image, bounds)) if bounds else None
+
+
 def _paths(image) -> list[it.PathInfo]:
     out = []
     for path in image.get_paths():
@@ -131,11 +141,13 @@ def _stroke_layers(image, target: it.Rect) -> list[it.StrokeLayer]:
     return out
 
 
-def _collect_intent(image, target, text: str) -> it.Intent:
+def _collect_intent(image, target, text: str, state: it.RoundState | None) -> it.Intent:
     rect = _rect_of(target)
+    bounds = _selection_bounds(image)
     intent = it.build_intent(
-        rect, _selection_bounds(image), _paths(image), _stroke_layers(image, rect),
+        rect, bounds, _paths(image), _stroke_layers(image, rect),
         dialog_text=text, layer_name=target.get_name(),
+        state=state, read_selection=lambda: _read_selection(image, bounds),
     )
     return it.require_prompt(intent)
 
@@ -267,12 +279,13 @@ def _choice(config, name: str, allowed: dict[str, str]) -> str:
 def _predict_layer(image, layer, text: str) -> tuple[bytes, it.RoundState, list[str]]:
     """Read, ask the backend; nothing in the image is touched here. Returns the matte, the round state and
     notes about prompt parts that were ignored (outside the layer)."""
-    intent = _collect_intent(image, layer, text)
+    previous = _load_state(layer)
+    intent = _collect_intent(image, layer, text, previous)
     w, h = layer.get_width(), layer.get_height()
     pixels = _read(layer, RGB)
     backend = link.Link(_tick)
     session = backend.open_image(pixels, w, h, 3, key=_session_key(image, layer))
-    prompts, state = it.next_round(intent, _load_state(layer), session)
+    prompts, state = it.next_round(intent, previous, session)
     if it.round_is_empty(prompts):
         # Nothing was added since the last run: start the session over from everything the image shows.
         backend.reset(session)
@@ -295,6 +308,9 @@ def select_person(image, drawables, config) -> None:
             _write_selection(image, layer, alpha)
     finally:
         image.undo_group_end()
+    if output == "selection":
+        # Read back what GIMP holds (clipped to the canvas), so the next run recognises exactly this selection.
+        state.selection = _selection_print(image)
     _store_state(layer, state)
     if notes:
         Gimp.message("DFIMat: " + "; ".join(notes))
@@ -314,22 +330,30 @@ def _batch_targets(image, drawables, scope: str) -> list:
     return layers
 
 
+def _batch_item(layer, bounds, paths: list[it.PathInfo], text: str) -> tuple[dict, list[str]]:
+    rect = _rect_of(layer)
+    try:
+        prompts, notes = it.batch_prompts(rect, bounds, paths, text)
+    except it.IntentError as exc:
+        raise link.UserError(f"Layer \"{layer.get_name()}\": {exc}") from exc
+    item = {"pixels": _read(layer, RGB), "width": rect.width, "height": rect.height, "channels": 3,
+            "prompts": prompts}
+    return item, [f"{layer.get_name()}: {note}" for note in notes]
+
+
 def batch_masks(image, drawables, config) -> None:
     scope = _choice(config, "scope", SCOPES)
     text = _text_arg(config)
     layers = _batch_targets(image, drawables, scope)
-    bounds = _selection_bounds(image)
-    items = []
+    bounds, paths = _selection_bounds(image), _paths(image)
+    items, notes = [], []
     for layer in layers:
-        rect = _rect_of(layer)
-        box = it.selection_box(bounds, rect) if bounds else None
-        if not box and not text:
-            raise link.UserError(
-                "Batch masks need one prompt for all layers: a rectangle selection around the person "
-                "and/or a description."
-            )
-        items.append({"pixels": _read(layer, RGB), "width": rect.width, "height": rect.height,
-                      "channels": 3, "prompts": {"box": box, "text": text or None}})
+        item, item_notes = _batch_item(layer, bounds, paths, text)
+        items.append(item)
+        notes += item_notes
+    stroke_note = it.batch_stroke_note(layer.get_name() for layer in _all_layers(image))
+    if stroke_note:
+        notes.append(stroke_note)
     results = link.Link(_tick).batch(items)
     alphas = []
     for layer, entry in zip(layers, results, strict=True):
@@ -343,6 +367,8 @@ def batch_masks(image, drawables, config) -> None:
             _write_mask(layer, alpha)
     finally:
         image.undo_group_end()
+    if notes:
+        Gimp.message("DFIMat: " + "; ".join(notes))
 
 
 def split_people(image, drawables, config) -> None:
@@ -379,7 +405,7 @@ def start_over(image, drawables, config) -> None:
 
 RUNNERS = {
     PROC_SELECT: _runner("DFIMat Select Person", select_person),
-    PROC_MASK: _runner("DFIMat Person Mask", select_person),
+    PROC_MASK: _runner("DFIMat Select Person", select_person),
     PROC_BATCH: _runner("DFIMat Batch Layer Masks", batch_masks),
     PROC_SPLIT: _runner("DFIMat Split People into Layers", split_people, dialog=False),
     PROC_RESET: _runner("DFIMat Start Over", start_over, dialog=False),
@@ -413,7 +439,8 @@ class DFIMat(Gimp.PlugIn):
         if name in (PROC_SELECT, PROC_MASK):
             is_mask = name == PROC_MASK
             proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
-            proc.set_menu_label("DFIMat Select Person…" if not is_mask else "DFIMat Person Mask…")
+            # One command under two menus, as users look for it: Select for a selection, Layer → Mask for a mask.
+            proc.set_menu_label("DFIMat Select Person…")
             proc.add_menu_path("<Image>/Layer/Mask" if is_mask else "<Image>/Select")
             proc.set_documentation(
                 "Select one person with DFIMat",
@@ -436,8 +463,9 @@ class DFIMat(Gimp.PlugIn):
             proc.add_menu_path("<Image>/Layer/Mask")
             proc.set_documentation(
                 "A DFIMat person mask on many layers",
-                "One prompt (the rectangle selection and/or the text) for every selected layer, or every "
-                "layer with scope 'all'; each layer gets its own layer mask, all in one undo step.",
+                "One prompt (the selection's box, paths and/or the text) for every selected layer, or every "
+                "layer with scope 'all'; each layer gets its own layer mask, all in one undo step. Strokes on "
+                "'DFIMat +/-' layers are not used (a message says so).",
                 name,
             )
             proc.add_string_argument("text", "Description", _TEXT_HELP, "person", _RW)

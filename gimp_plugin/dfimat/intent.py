@@ -7,16 +7,18 @@ active layer's pixels, so every prompt is shifted by that layer's offsets and cl
 Multi-round refinement: the backend keeps a prompt history per session and its contrastive reasoning compares
 each *new* input with the previous prediction, so a re-run must send only what the user added since the last
 run. ``RoundState`` remembers what was sent (it is stored in a parasite on the target layer) and
-``next_round`` computes the difference.
+``next_round`` computes the difference. After a run with selection output the selection *is* the matte; the
+state keeps its fingerprint so that the next run does not mistake the matte's bounds for a new box.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 # Soft brush edges leave faint alpha; only clearly painted pixels count as a stroke.
@@ -103,6 +105,8 @@ class Intent:
     stroke_masks: list[StrokeMask] = field(default_factory=list)
     text: str | None = None
     notes: list[str] = field(default_factory=list)
+    # True when the selection is the matte a previous run wrote: ``box`` is then that run's box, not its bounds.
+    selection_is_matte: bool = False
 
     def is_empty(self) -> bool:
         return not (self.box or self.clicks or self.scribbles or self.stroke_masks or self.text)
@@ -289,9 +293,19 @@ def build_intent(
     stroke_layers: Iterable[StrokeLayer] = (),
     dialog_text: str | None = None,
     layer_name: str | None = None,
+    state: RoundState | None = None,
+    read_selection: Callable[[], bytes] | None = None,
 ) -> Intent:
-    """Collect every prompt the image holds for the target layer (any mix of them)."""
-    intent = Intent(box=selection_box(selection_bounds, target))
+    """Collect every prompt the image holds for the target layer (any mix of them).
+
+    ``state`` and ``read_selection`` (the selection's "Y u8" bytes inside ``selection_bounds``) let a selection
+    that is still the matte of the last run stand for that run's box instead of becoming a new one.
+    """
+    own = read_selection is not None and is_own_selection(state, selection_bounds, read_selection)
+    if own:
+        intent = Intent(box=state.box, selection_is_matte=True)
+    else:
+        intent = Intent(box=selection_box(selection_bounds, target))
     intent.clicks, intent.scribbles, intent.notes = path_prompts(paths, target)
     for layer in stroke_layers:
         mask = stroke_mask(layer, target)
@@ -315,6 +329,37 @@ def require_prompt(intent: Intent) -> Intent:
     return intent
 
 
+BATCH_PROMPT_HELP = (
+    "Batch masks need one prompt for all layers: a rectangle selection around the person, points or strokes "
+    "drawn with the Paths tool, and/or a description."
+)
+BATCH_STROKES_NOTE = (
+    "the strokes on the \"DFIMat +/-\" layers were not used: batch masks take the selection box, paths and "
+    "the description; refine one layer with its strokes through DFIMat Select Person"
+)
+
+
+def batch_prompts(target: Rect, selection_bounds: Sequence[int] | None, paths: Iterable[PathInfo],
+                  text: str | None) -> tuple[dict, list[str]]:
+    """One batch item's prompts, the shared box and path points/strokes shifted onto this layer, plus notes.
+
+    Batch items are matted in one-shot backend sessions whose prompts carry no stroke masks (the protocol's
+    batch takes box, clicks, scribbles and text), so stroke layers are left to ``batch_stroke_note``. The layer
+    name is not read as text either: one prompt is meant for all layers.
+    """
+    intent = build_intent(target, selection_bounds, paths, (), dialog_text=text)
+    if intent.is_empty():
+        raise IntentError(BATCH_PROMPT_HELP)
+    prompts = intent.to_prompts()
+    del prompts["stroke_masks"]
+    return prompts, intent.notes
+
+
+def batch_stroke_note(layer_names: Iterable[str]) -> str | None:
+    """What to tell the user when the image has "DFIMat ±" stroke layers that a batch cannot use."""
+    return BATCH_STROKES_NOTE if any(stroke_layer_polarity(n) is not None for n in layer_names) else None
+
+
 # --- rounds ------------------------------------------------------------------------------------------------
 
 
@@ -328,11 +373,14 @@ class RoundState:
     clicks: list[str] = field(default_factory=list)
     scribbles: list[str] = field(default_factory=list)
     strokes: dict[str, dict] = field(default_factory=dict)
+    # Fingerprint (``selection_print``) of the selection a run wrote, kept while that selection stays in place.
+    selection: list | None = None
 
     def to_bytes(self) -> bytes:
         return json.dumps({
             "v": STATE_VERSION, "session": self.session, "box": self.box, "text": self.text,
             "clicks": self.clicks, "scribbles": self.scribbles, "strokes": self.strokes,
+            "selection": self.selection,
         }).encode()
 
     @classmethod
@@ -344,10 +392,32 @@ class RoundState:
             d = json.loads(raw.decode())
             if d.get("v") != STATE_VERSION or not isinstance(d.get("session"), str):
                 return None
+            selection = d.get("selection")
             return cls(d["session"], d.get("box"), d.get("text"), list(d.get("clicks", [])),
-                       list(d.get("scribbles", [])), dict(d.get("strokes", {})))
+                       list(d.get("scribbles", [])), dict(d.get("strokes", {})),
+                       selection if isinstance(selection, list) else None)
         except (ValueError, AttributeError, TypeError):
             return None
+
+
+def selection_print(bounds: Sequence[int] | None, mask: bytes) -> list | None:
+    """Fingerprint of a selection: its bounds (canvas x1, y1, x2, y2) and a hash of its bytes inside them.
+
+    The bounds alone would also match a rectangle the user happens to draw around the matte; the hash makes a
+    match mean "this very selection".
+    """
+    if bounds is None:
+        return None
+    return [*(int(v) for v in bounds), hashlib.blake2b(mask, digest_size=16).hexdigest()]
+
+
+def is_own_selection(state: RoundState | None, bounds: Sequence[int] | None,
+                     read_selection: Callable[[], bytes]) -> bool:
+    """True when the current selection is still the one the last run wrote (pixels read only if bounds match)."""
+    stored = state.selection if state is not None else None
+    if not stored or bounds is None or [int(v) for v in bounds] != stored[:4]:
+        return False
+    return selection_print(bounds, read_selection()) == stored
 
 
 def _click_key(click: Sequence) -> str:
@@ -414,6 +484,8 @@ def next_round(intent: Intent, state: RoundState | None, session: str) -> tuple[
         clicks=[_click_key(c) for c in intent.clicks],
         scribbles=[_scribble_key(s) for s in intent.scribbles],
         strokes={str(m.source_id): _pack_mask(m) for m in intent.stroke_masks},
+        # A mask output leaves the selection alone: while it is still the old matte it must stay recognised.
+        selection=state.selection if state is not None and intent.selection_is_matte else None,
     )
     if state is None or state.session != session:
         return intent.to_prompts(), fresh_state

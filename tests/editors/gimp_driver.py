@@ -2,7 +2,8 @@
 
 Not a pytest module: tests/test_gimp_real.py feeds this file to GIMP's ``python-fu-eval`` and reads what it
 writes. Input: ``$DFIMAT_SCENARIO`` (JSON: photo, person box in layer coordinates, padding, output folder, the
-person's mask as raw bytes). Output: ``result.json`` plus raw "Y u8" masks in the output folder. Uses numpy from
+person's mask as raw bytes, a line across another person as (row, x0, x1)) and ``$DFIMAT_CONFIG`` (the plug-in's
+install config, briefly pointed at a wrong token for the error step). Output: ``result.json`` plus raw "Y u8" masks in the output folder. Uses numpy from
 Debian's python3-numpy (only here, in the test driver; the plug-in itself never imports it).
 """
 
@@ -151,6 +152,54 @@ def paint_negative_stroke(image, layer, row: int, x0: int, x1: int, width: int):
     return stroke
 
 
+def menus(names) -> dict:
+    """Menu label and menu paths of each procedure, as GIMP registered them."""
+    out = {}
+    for name in names:
+        proc = Gimp.get_pdb().lookup_procedure(name)
+        out[name] = {"label": proc.get_menu_label(), "paths": list(proc.get_menu_paths())}
+    return out
+
+
+def run_with_wrong_token(image, layer) -> tuple:
+    """Run the plug-in while its install config names a token the backend does not know (another install)."""
+    config = Path(os.environ["DFIMAT_CONFIG"])
+    original = config.read_text()
+    wrong = OUT / "wrong-token"
+    wrong.write_text("00" * 16 + "\n")
+    wrong.chmod(0o600)
+    config.write_text(json.dumps({**json.loads(original), "token_file": str(wrong)}))
+    try:
+        return run_proc("plug-in-dfimat-layer-mask", image, [layer], output="mask")
+    finally:
+        config.write_text(original)
+
+
+def select_box(image) -> None:
+    x0, y0, x1, y1 = SCENARIO["box"]
+    pad_x, pad_y = SCENARIO["pad"]
+    image.select_rectangle(Gimp.ChannelOps.REPLACE, x0 + pad_x, y0 + pad_y, x1 - x0, y1 - y0)
+
+
+def read_selection(image, w: int, h: int):
+    pad_x, pad_y = SCENARIO["pad"]
+    sel = image.get_selection().get_buffer().get(
+        Gegl.Rectangle.new(pad_x, pad_y, w, h), 1.0, "Y u8", Gegl.AbyssPolicy.CLAMP)
+    return np.frombuffer(bytes(sel), np.uint8).reshape(h, w)
+
+
+def box_run_at(image, layer, precision, tag: str) -> None:
+    """Start over, convert the image to ``precision`` and run the box again: the matte must not change."""
+    reset_ok, _, _ = run_proc("plug-in-dfimat-reset", image, [layer])
+    image.convert_precision(precision)
+    select_box(image)
+    ok, msg, secs = run_proc("plug-in-dfimat-layer-mask", image, [layer], output="mask")
+    m = read_mask(layer)
+    if m is not None:
+        save(f"{tag}.raw", m)
+    log(f"{tag}_run", ok=ok and reset_ok, message=msg, seconds=secs, precision=str(image.get_precision()))
+
+
 def main() -> None:
     pad_x, pad_y = SCENARIO["pad"]
     image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(SCENARIO["photo"]))
@@ -168,13 +217,21 @@ def main() -> None:
     gt = np.frombuffer(Path(SCENARIO["gt"]).read_bytes(), np.uint8).reshape(h, w)
     x0, y0, x1, y1 = SCENARIO["box"]
     names = Gimp.get_pdb().query_procedures("plug-in-dfimat.*", ".*", ".*", ".*", ".*", ".*", ".*", ".*")
-    log("registered", procedures=sorted(names), offsets=list(layer.get_offsets()[1:]))
+    log("registered", procedures=sorted(names), offsets=list(layer.get_offsets()[1:]), menus=menus(names))
 
     # 1. No prompt at all: a clear error, nothing changes.
     Gimp.Selection.none(image)
     ok, msg, secs = run_proc("plug-in-dfimat-layer-mask", image, [layer], output="mask")
     log("empty_prompt", ok=ok, message=msg, has_mask=layer.get_mask() is not None,
         layers=len(image.get_layers()), dirty=image.is_dirty())
+
+    # 1b. A backend that refuses the token: a clear error, nothing changes (the selection stays the box).
+    select_box(image)
+    image.clean_all()
+    ok, msg, secs = run_with_wrong_token(image, layer)
+    log("wrong_token", ok=ok, message=msg, seconds=secs, has_mask=layer.get_mask() is not None,
+        layers=len(image.get_layers()), dirty=image.is_dirty(), bounds=list(Gimp.Selection.bounds(image)[2:]),
+        parasite=layer.get_parasite("dfimat-round-state") is not None)
 
     # 2. Box from a rectangle selection on the (padded) canvas.
     image.select_rectangle(Gimp.ChannelOps.REPLACE, x0 + pad_x, y0 + pad_y, x1 - x0, y1 - y0)
@@ -233,9 +290,7 @@ def main() -> None:
     image.remove_layer(stroke_layer)
     image.select_rectangle(Gimp.ChannelOps.REPLACE, x0 + pad_x, y0 + pad_y, x1 - x0, y1 - y0)
     ok, msg, secs = run_proc("plug-in-dfimat-select-person", image, [layer], output="selection", text="")
-    sel = image.get_selection().get_buffer().get(
-        Gegl.Rectangle.new(pad_x, pad_y, w, h), 1.0, "Y u8", Gegl.AbyssPolicy.CLAMP)
-    save("selection.raw", np.frombuffer(bytes(sel), np.uint8).reshape(h, w))
+    save("selection.raw", read_selection(image, w, h))
     log("selection_run", ok=ok, message=msg, seconds=secs)
     Gimp.displays_flush()
     keys = press_undo()
@@ -257,11 +312,18 @@ def main() -> None:
     cfg.set_core_object_array("drawables", [layer])
     start = time.monotonic()
     status = proc.run(cfg).index(0)
-    sel = image.get_selection().get_buffer().get(
-        Gegl.Rectangle.new(pad_x, pad_y, w, h), 1.0, "Y u8", Gegl.AbyssPolicy.CLAMP)
-    save("dialog_selection.raw", np.frombuffer(bytes(sel), np.uint8).reshape(h, w))
+    dialog_sel = read_selection(image, w, h)
+    save("dialog_selection.raw", dialog_sel)
     log("dialog_run", ok=status == Gimp.PDBStatusType.SUCCESS, status=str(status), notes=notes,
         seconds=round(time.monotonic() - start, 2))
+
+    # 7c. Run again while the selection is still the matte just written: its bounds are not the user's box,
+    # so nothing is new, the session restarts from the stored box and the matte comes out the same.
+    bounds_before = list(Gimp.Selection.bounds(image)[2:])
+    ok, msg, secs = run_proc("plug-in-dfimat-select-person", image, [layer], output="selection", text="")
+    save("reselect.raw", read_selection(image, w, h))
+    log("reselect_run", ok=ok, message=msg, seconds=secs, bounds_before=bounds_before,
+        box=[x0 + pad_x, y0 + pad_y, x1 + pad_x, y1 + pad_y])
 
     # 8. Batch: the same box for two selected layers, each gets its own mask.
     image.select_rectangle(Gimp.ChannelOps.REPLACE, x0 + pad_x, y0 + pad_y, x1 - x0, y1 - y0)
@@ -298,7 +360,8 @@ def main() -> None:
     ok, msg, secs = run_proc("plug-in-dfimat-reset", image, [layer])
     log("reset_run", ok=ok, message=msg, state_left=layer.get_parasite("dfimat-round-state") is not None)
 
-    # 11. Paths, no selection: a one-anchor path on the person (click) and a "bg" line off it (negative scribble).
+    # 11. Paths, no selection: a one-anchor path on the person (click) and, as a user who wants only this person
+    # would do, a "bg" line across the other person next to them (negative scribble).
     Gimp.Selection.none(image)
     ys, xs = np.nonzero(gt)
     row = int(np.median(ys))
@@ -307,31 +370,24 @@ def main() -> None:
     click = Gimp.Path.new(image, "Path")
     image.insert_path(click, None, 0)
     click.bezier_stroke_new_moveto(float(cx + pad_x), float(row + pad_y))
-    empty_rows = np.nonzero(gt.sum(axis=1) == 0)[0]
-    bg_row = int(empty_rows[len(empty_rows) // 2]) if len(empty_rows) else 0
+    bg_row, bg_x0, bg_x1 = SCENARIO["other_line"]
     negative = Gimp.Path.new(image, "bg")
     image.insert_path(negative, None, 0)
-    sid = negative.bezier_stroke_new_moveto(float(pad_x + w // 10), float(bg_row + pad_y))
-    negative.bezier_stroke_lineto(sid, float(pad_x + 9 * w // 10), float(bg_row + pad_y))
+    sid = negative.bezier_stroke_new_moveto(float(bg_x0 + pad_x), float(bg_row + pad_y))
+    negative.bezier_stroke_lineto(sid, float(bg_x1 + pad_x), float(bg_row + pad_y))
     ok, msg, secs = run_proc("plug-in-dfimat-layer-mask", image, [layer], output="mask")
     m = read_mask(layer)
     if m is not None:
         save("paths.raw", m)
-    log("paths_run", ok=ok, message=msg, seconds=secs, click=[cx, row], bg_row=bg_row)
+    log("paths_run", ok=ok, message=msg, seconds=secs, click=[cx, row], bg_line=[bg_row, bg_x0, bg_x1])
     image.remove_path(click)
     image.remove_path(negative)
-    # The float image may convert back to the very same 8-bit pixels, i.e. the same backend session: start over
-    # so the box below is a first round, comparable with the box run's matte.
-    reset_ok, _, _ = run_proc("plug-in-dfimat-reset", image, [layer])
 
-    # 11b. The same box on a 32-bit float linear image: GEGL converts, the matte is the box run's.
-    image.convert_precision(Gimp.Precision.FLOAT_LINEAR)
-    image.select_rectangle(Gimp.ChannelOps.REPLACE, x0 + pad_x, y0 + pad_y, x1 - x0, y1 - y0)
-    ok, msg, secs = run_proc("plug-in-dfimat-layer-mask", image, [layer], output="mask")
-    m = read_mask(layer)
-    if m is not None:
-        save("float.raw", m)
-    log("float_run", ok=ok and reset_ok, message=msg, seconds=secs, precision=str(image.get_precision()))
+    # 11b/c. The same box on a 16-bit integer and on a 32-bit float linear image: GEGL converts, the matte is the
+    # box run's. Each converted image may give the very same 8-bit pixels, i.e. the same backend session, so
+    # each run starts over and is a first round, comparable with the box run's matte.
+    box_run_at(image, layer, Gimp.Precision.U16_NON_LINEAR, "u16")
+    box_run_at(image, layer, Gimp.Precision.FLOAT_LINEAR, "float")
 
     # 12. A grayscale image: pixels are read as RGB, the mask written as Y.
     image.convert_grayscale()
