@@ -35,10 +35,10 @@ import numpy as np
 import torch
 
 from backend.dfimat.encoder import Letterbox
-from backend.dfimat.iscn import best_mask
 from backend.dfimat.model import DFIMatS, load_checkpoint
 from backend.dfimat.prompt_tensors import build_prompt_tensors, collate
 from backend.dfimat.prompts import PromptError, PromptHistory, RoundPrompts
+from backend.dfimat.selector import select_mask
 from backend.focus import (
     FOCUS_CACHE,
     RegionBox,
@@ -283,7 +283,7 @@ class Engine:
         with torch.no_grad():
             iscn = self._onnx.iscn if self._onnx else self.model.iscn
             masks, logits = iscn(feats, batch, prev, has_prev)
-            prob = best_mask(masks, logits).sigmoid()[0]
+            prob = select_mask(self.model.selector, masks, logits, batch["dense"], prev, has_prev).sigmoid()[0]
         return prob.float().cpu().numpy()
 
     def _focus(self, s: _Session, history: PromptHistory, new: RoundPrompts,

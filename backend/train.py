@@ -130,9 +130,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from backend.train_iscn import add_iscn_parser
     from backend.train_mrn import add_mrn_parser
+    from backend.train_selector import add_selector_parser
 
     add_iscn_parser(sub)
     add_mrn_parser(sub)
+    add_selector_parser(sub)
     args = parser.parse_args(argv)
     np.seterr(all="ignore")
     return int(args.func(args) or 0)

@@ -120,6 +120,24 @@ def run_round(model: DFIMatS, feats: dict, samples: list[dict], prev: torch.Tens
     return model.iscn(feats, collate(tensors, size), prev, has_prev)
 
 
+def earlier_rounds(model: DFIMatS, feats: dict, samples: list[dict], sampler: Sampler, rounds: int, size: int,
+                   embed) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run `rounds` no-gradient rounds whose corrections go to the model's own errors; returns the last round's
+    prediction (B, 1, G, G) and has_prev (B,) for the round that follows."""
+    g = size // 4
+    prev = torch.zeros(len(samples), 1, g, g)
+    has_prev = torch.zeros(len(samples), dtype=torch.bool)
+    with torch.no_grad():
+        for _ in range(rounds):
+            masks, logits = run_round(model, feats, samples, prev, has_prev, size, embed)
+            prob = best_mask(masks, logits).sigmoid().unsqueeze(1)
+            big = F.interpolate(prob, size=(size, size), mode="bilinear", align_corners=False)[:, 0].numpy()
+            for s, p in zip(samples, big, strict=True):
+                sampler.next_round(s, p > 0.5)
+            prev, has_prev = prob, torch.ones(len(samples), dtype=torch.bool)
+    return prev, has_prev
+
+
 def iou(pred: np.ndarray, gt: np.ndarray) -> float:
     union = np.logical_or(pred, gt).sum()
     return float(np.logical_and(pred, gt).sum() / union) if union else 1.0
@@ -160,7 +178,6 @@ def train_iscn(args: argparse.Namespace) -> int:
         log(f"ISCN initialised from {args.init}")
     log(f"ISCN trainable parameters: {count_parameters(model.iscn, True)}")
     sampler = Sampler(caches, texts, rng)
-    g = size // 4
     t_start = time.time() - spent
     running: dict[str, float] = {}
 
@@ -187,17 +204,8 @@ def train_iscn(args: argparse.Namespace) -> int:
 
         samples = [sampler.draw() for _ in range(args.batch)]
         feats = _batch_feats(caches, samples)
-        prev = torch.zeros(len(samples), 1, g, g)
-        has_prev = torch.zeros(len(samples), dtype=torch.bool)
         extra = int(rng.choice([0, 0, 0, 1, 2]))
-        with torch.no_grad():
-            for _ in range(extra):
-                masks, logits = run_round(model, feats, samples, prev, has_prev, size, encoder.embed)
-                prob = best_mask(masks, logits).sigmoid().unsqueeze(1)
-                big = F.interpolate(prob, size=(size, size), mode="bilinear", align_corners=False)[:, 0].numpy()
-                for s, p in zip(samples, big, strict=True):
-                    sampler.next_round(s, p > 0.5)
-                prev, has_prev = prob, torch.ones(len(samples), dtype=torch.bool)
+        prev, has_prev = earlier_rounds(model, feats, samples, sampler, extra, size, encoder.embed)
         masks, logits = run_round(model, feats, samples, prev, has_prev, size, encoder.embed)
         gt = torch.from_numpy(np.stack([s["gt"] for s in samples])).float().unsqueeze(1)
         ign = torch.from_numpy(np.stack([s["ignore"] for s in samples])).float().unsqueeze(1)

@@ -87,3 +87,24 @@ def test_mrn_and_assemble_give_a_checkpoint_the_engine_runs(runs):
 def test_training_refuses_the_held_out_sets(tmp_path):
     run = run_train("cache", "--data", tmp_path / "none", "--synth", DATA, "--out", tmp_path / "c")
     assert run.returncode != 0 and "held-out" in (run.stdout + run.stderr)
+
+
+def test_selector_stage_keeps_the_networks_and_adds_a_selector(runs):
+    from backend.dfimat.model import load_checkpoint
+    from backend.engine import Engine
+
+    init = REPO / "models" / "dfimat-s" / "dfimat-s.pt"
+    out = runs / "selector"
+    log = train("selector", "--init", init, "--cache", runs / "cache", "--samples", 8, "--batch", 4,
+                "--steps", 5, "--out", out)
+    assert "check rows (not fitted)" in log or "fitted rows" in log
+    before, _ = load_checkpoint(init)
+    after, meta = load_checkpoint(out / "dfimat-s.pt")
+    assert after.selector is not None and meta["selector"]["samples"] == 8
+    for part in ("iscn", "mrn"):
+        a, b = getattr(before, part).state_dict(), getattr(after, part).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+    engine = Engine.load(device="cpu", weights=out / "dfimat-s.pt", runtime="torch")
+    image = np.random.default_rng(1).integers(0, 255, (90, 70, 3), dtype=np.uint8)
+    alpha = engine.predict(engine.open(image), {"clicks": [[30, 40, True]]})
+    assert alpha.shape == (90, 70)

@@ -5,7 +5,8 @@ Wiring (backbone features are computed once per image outside this module and ca
   M_ref (crm.conflict_map of previous prediction vs this round's marks) --ConflictEmbedding--> added per level
   backbone feats + those --PixelDecoder--> levels (s32, s16, s8) and mask features (s4)
   prompt points --VisualSampler (on the s8 level)--> P_v;  text embedding -> P_t (in the decoder)
-  Decoder (cross-attention to s32/s16) -> per-query mask logits at s4 and concept logits; `best_mask` picks the highest-scoring query.
+  Decoder (cross-attention to s32/s16) -> per-query mask logits at s4 and concept logits; `best_mask` picks the query
+  the concept classifier ranks first (the paper's rule; a trained `selector.QuerySelector` can replace it).
 """
 
 from __future__ import annotations

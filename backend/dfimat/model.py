@@ -16,6 +16,7 @@ from torch import nn
 from backend.dfimat.encoder import load_backbone
 from backend.dfimat.iscn import ISCN
 from backend.dfimat.mrn import MRN
+from backend.dfimat.selector import QuerySelector
 
 CHECKPOINT_FORMAT = "dfimat-s/1"
 
@@ -46,6 +47,8 @@ class DFIMatS(nn.Module):
         self.backbone = load_backbone()
         self.iscn = ISCN(c.dim, c.mask_dim, c.num_queries, c.num_memory, c.num_layers, c.heads)
         self.mrn = MRN(c.mrn_width)
+        # Optional, trained last (backend.train_selector); None = the concept classifier picks the query.
+        self.selector: QuerySelector | None = None
 
     def __hash__(self) -> int:  # nn.Module hooks need hashable modules; dataclass eq would remove it
         return id(self)
@@ -67,6 +70,8 @@ def save_checkpoint(model: DFIMatS, path: Path, meta: dict[str, Any] | None = No
 
     blob = {"format": CHECKPOINT_FORMAT, "config": asdict(model.config), "iscn": pack(model.iscn),
             "mrn": pack(model.mrn), "meta": meta or {}}
+    if model.selector is not None:
+        blob["selector"] = pack(model.selector)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(blob, tmp)
     tmp.replace(path)  # atomic: a crash mid-save never leaves a truncated checkpoint
@@ -85,9 +90,16 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu",
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
     model = DFIMatS(DFIMatConfig(**blob["config"]))
-    model.iscn.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["iscn"].items()})
+
+    def unpack(part: str) -> dict[str, torch.Tensor]:
+        return {k: v.float() if v.is_floating_point() else v for k, v in blob[part].items()}
+
+    model.iscn.load_state_dict(unpack("iscn"))
     if with_mrn:
-        model.mrn.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["mrn"].items()})
+        model.mrn.load_state_dict(unpack("mrn"))
+    if "selector" in blob:
+        model.selector = QuerySelector()
+        model.selector.load_state_dict(unpack("selector"))
     model.to(device).eval()
     return model, blob.get("meta", {})
 
