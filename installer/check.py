@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +17,8 @@ from installer.paths import config_path
 from installer.record import marker_path
 
 OK, FAIL, WARN, SKIP = "ok", "FAIL", "warn", "skip"
+# Loading torch and the model takes ~5 s on an idle 2-core machine; a busy or slow one gets ample margin.
+START_TIMEOUT = 180.0
 
 _PING = """
 import sys, zmq
@@ -41,6 +46,92 @@ class Row:
     detail: str
 
 
+def _ping(python: Path, conf: dict) -> tuple[bool, str]:
+    """Send ``hello`` to the configured endpoint; (answered, what happened)."""
+    # The repo's copy of the (pure Python) protocol module, so the probe also works with --backend-python
+    # interpreters that do not have dfimat_client installed.
+    env = dict(os.environ, PYTHONPATH=str(venv.REPO))
+    try:
+        out = subprocess.run([str(python), "-c", _PING, conf["endpoint"], conf["token_file"]],
+                             capture_output=True, text=True, timeout=30, env=env)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, str(exc)
+    msg = (out.stdout or out.stderr).strip().splitlines()
+    return out.returncode == 0, msg[-1] if msg else f"exit code {out.returncode}"
+
+
+def _wait_ready(proc: subprocess.Popen, timeout: float) -> bool:
+    """True once the backend printed its READY line (it prints it after the model is loaded and bound)."""
+    ready = threading.Event()
+
+    def pump() -> None:
+        # Drains stdout for the backend's whole life so it can never block on a full pipe.
+        for line in proc.stdout:
+            if line.startswith("READY "):
+                ready.set()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    while not ready.is_set() and proc.poll() is None and time.monotonic() < deadline:
+        ready.wait(0.2)
+    reader.join(timeout=1.0 if proc.poll() is not None else 0)
+    return ready.is_set()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _last_line(log) -> str:
+    log.seek(0)
+    lines = [line.strip() for line in log.read().splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def trial_start(python: Path, conf: dict, timeout: float = START_TIMEOUT) -> tuple[bool, str]:
+    """Start ``backend_command`` as a plug-in would, wait until it has loaded the model, say hello, stop it."""
+    cmd = [*conf["backend_command"], "--endpoint", conf["endpoint"], "--device", conf.get("device") or "cpu",
+           "--token-file", conf["token_file"], "--parent-pid", str(os.getpid())]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["DFIMAT_CONFIG"] = str(config_path())  # the backend finds models_dir through the same config
+    started = time.monotonic()
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
+                                    env=env, cwd=Path.home())
+        except OSError as exc:
+            return False, f"cannot start {cmd[0]}: {exc}"
+        try:
+            if not _wait_ready(proc, timeout):
+                code = proc.poll()
+                why = f"exited with code {code}" if code is not None else f"printed no READY within {timeout:g} s"
+                return False, f"{why} ({_last_line(log)})"
+            ok, msg = _ping(python, conf)
+            return ok, f"{msg} after {time.monotonic() - started:.1f} s" if ok else f"started but {msg}"
+        finally:
+            _stop(proc)
+
+
+def _reachable_row(python: Path, conf: dict) -> Row:
+    ok, msg = _ping(python, conf)
+    if ok:
+        return Row("backend reachable", OK, f"{conf['endpoint']}: {msg}")
+    # Nothing answers, which is normal (the plug-ins start the backend on demand); whether they can is what
+    # matters, so do what they would do.
+    ok, msg = trial_start(python, conf)
+    if ok:
+        return Row("backend reachable", OK, f"{conf['endpoint']}: not running; a trial start {msg} (stopped again)")
+    command = " ".join(conf["backend_command"])
+    return Row("backend reachable", FAIL, f"{conf['endpoint']}: not running, and `{command}` {msg}")
+
+
 def _backend_rows(conf: dict) -> list[Row]:
     rows = []
     python = Path(conf["backend_command"][0])
@@ -54,26 +145,10 @@ def _backend_rows(conf: dict) -> list[Row]:
         stamp = venv.read_stamp(Path(conf["venv"]))
         if stamp and stamp.get("fingerprint") != venv.fingerprint(want):
             rows.append(Row("backend version", WARN, "the repo changed since install: rerun install.py"))
-        # The repo's copy of the (pure Python) protocol module, so the probe also works with --backend-python
-        # interpreters that do not have dfimat_client installed.
-        env = dict(os.environ, PYTHONPATH=str(venv.REPO))
-        token_ok = cfg.token_problem(Path(conf["token_file"])) is None
-        if not token_ok:
+        if cfg.token_problem(Path(conf["token_file"])) is not None:
             rows.append(Row("backend reachable", SKIP, "no usable token"))
             return rows
-        try:
-            out = subprocess.run([str(python), "-c", _PING, conf["endpoint"], conf["token_file"]],
-                                 capture_output=True, text=True, timeout=30, env=env)
-            msg = (out.stdout or out.stderr).strip().splitlines()
-            msg_text = msg[-1] if msg else f"exit code {out.returncode}"
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            out, msg_text = None, str(exc)
-        if out is not None and out.returncode == 0:
-            rows.append(Row("backend reachable", OK, f"{conf['endpoint']}: {msg_text}"))
-        else:
-            # Not a failure: the plugins start the backend on demand with backend_command.
-            rows.append(Row("backend reachable", WARN,
-                            f"{conf['endpoint']}: not running ({msg_text}); plugins start it on demand"))
+        rows.append(_reachable_row(python, conf))
     return rows
 
 

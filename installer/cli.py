@@ -313,10 +313,11 @@ def install(args) -> int:
             record.make_dirs(marker.parent)
             marker.write_text("install.py has not finished; rerun it to repair\n", encoding="utf-8")
 
+    # Marked before any step and removed only after all succeed: a run killed anywhere in between (even one
+    # that only copies plug-ins) is reported by --check and redone by the next run.
+    mark_incomplete()
     python: Path | None = None
     current = args.backend_python is None and venv.is_current((args.venv or default_venv()).absolute(), device)
-    if not (args.backend_python or current):
-        mark_incomplete()
     try:
         python = step_backend(args, record, device, current)
     except StepError as exc:

@@ -272,7 +272,9 @@ def find_krita() -> list[Editor]:
             vers = sorted(glob.glob(f"{app}/Contents/Frameworks/Python.framework/Versions/3.*"))
             py = EditorPython(version=Path(vers[-1]).name, platforms=host_platforms()) if vers else EditorPython(
                 note=f"no Python.framework inside {app}")
-            found.append(Editor("krita", f"Krita ({app})", config_home() / "Krita" / "pykrita", py,
+            # Krita names its resource folder after its application name, "krita" (lower case): on a
+            # case-sensitive APFS volume "Krita/pykrita" would be a folder Krita never reads.
+            found.append(Editor("krita", f"Krita ({app})", data_home() / "krita" / "pykrita", py,
                                 kritarc=home() / "Library" / "Preferences" / "kritarc"))
             break
     else:

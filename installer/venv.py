@@ -105,6 +105,10 @@ def is_current(venv: Path, device: str) -> bool:
     return read_stamp(venv).get("fingerprint") == fingerprint(device) and import_check(venv_python(venv))[0]
 
 
+def can_import(python: Path, module: str) -> bool:
+    return subprocess.run([str(python), "-c", f"import {module}"], capture_output=True).returncode == 0
+
+
 def _run(cmd: list[str], log) -> None:
     log("  + " + " ".join(cmd))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -119,18 +123,65 @@ def _cpu_index_reachable(timeout: float = 5.0) -> bool:
         return False
 
 
-def torch_install_args(device: str, log) -> list[str]:
-    """pip arguments that install a torch build matching ``device`` without dragging CUDA onto CPU machines."""
+def torch_install_args(device: str, log, requirement: str | None = None) -> list[str]:
+    """pip arguments that install a torch build matching ``device`` without dragging CUDA onto CPU machines.
+
+    ``requirement`` (default: the backend's supported range) lets tools/run_tests.py keep its exact pin while
+    still getting the CPU build.
+    """
     override = os.environ.get("DFIMAT_TORCH_SPEC")
     if override:
         return [override]
+    wanted = requirement or f"torch{TORCH_RANGE}"
     if device == "cuda":
-        return [f"torch{TORCH_RANGE}"]  # PyPI's default Linux torch wheel is the CUDA build
+        return [wanted]  # PyPI's default Linux torch wheel is the CUDA build
+    fallback = requirement or TORCH_FALLBACK_SPEC
+    if _pip_offline():
+        log(f"  torch: PIP_NO_INDEX is set, using {fallback} from pip's find-links")
+        return [fallback]
     if _cpu_index_reachable():
         log(f"  torch: CPU build from {TORCH_CPU_INDEX}")
-        return ["--index-url", TORCH_CPU_INDEX, f"torch{TORCH_RANGE}"]
-    log(f"  torch: {TORCH_CPU_INDEX} unreachable, using {TORCH_FALLBACK_SPEC} (the CPU wheel on this machine)")
-    return [TORCH_FALLBACK_SPEC]
+        return ["--index-url", TORCH_CPU_INDEX, wanted]
+    log(f"  torch: {TORCH_CPU_INDEX} unreachable, using {fallback} (the CPU wheel on this machine)")
+    return [fallback]
+
+
+def _pip_offline() -> bool:
+    """pip was told to use no index (an offline install from a wheel folder): probing the CPU index is pointless."""
+    return os.environ.get("PIP_NO_INDEX", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+_LIST_DISTS = ("import importlib.metadata as m, json; "
+               "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions() if d.metadata['Name']}))")
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def installed_dists(python: Path) -> dict[str, str]:
+    """Distribution name (canonical form) -> version of what ``python`` has installed."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([str(python), "-c", _LIST_DISTS], capture_output=True, text=True, env=env)
+    if out.returncode:
+        return {}
+    return {_canonical(k): v for k, v in json.loads(out.stdout or "{}").items()}
+
+
+def onnxruntime_commands(python: Path, device: str, installed: dict[str, str]) -> list[list[str]]:
+    """pip commands that leave exactly one onnxruntime build: the GPU one on ``cuda``, the CPU one otherwise.
+
+    The base dependencies always pull ``onnxruntime``, and the ``gpu`` extra adds ``onnxruntime-gpu``; both
+    own the same ``onnxruntime/`` package folder, so uninstalling the unwanted one deletes files of the other,
+    which is therefore reinstalled (same version, no dependencies) right after.
+    """
+    keep, drop = ("onnxruntime-gpu", "onnxruntime") if device == "cuda" else ("onnxruntime", "onnxruntime-gpu")
+    if keep not in installed or drop not in installed:
+        return []
+    pip = [str(python), "-m", "pip"]
+    return [[*pip, "uninstall", "-y", drop],
+            [*pip, "install", "--disable-pip-version-check", "-q", "--force-reinstall", "--no-deps",
+             f"{keep}=={installed[keep]}"]]
 
 
 def ensure_venv(venv: Path, device: str, log=print) -> None:
@@ -155,7 +206,7 @@ def ensure_venv(venv: Path, device: str, log=print) -> None:
             ) from exc
     pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check"]
     _run([*pip, "-q", "--upgrade", "pip"], log)
-    has_torch = subprocess.run([str(python), "-c", "import torch"], capture_output=True).returncode == 0
+    has_torch = can_import(python, "torch")
     quiet = ["-q"] if has_torch else []  # a first install shows pip's progress; an update only its errors
     if not has_torch:
         _run([*pip, *torch_install_args(device, log)], log)
@@ -167,6 +218,8 @@ def ensure_venv(venv: Path, device: str, log=print) -> None:
         target = f"{src}[gpu]" if device == "cuda" else str(src)
         # --upgrade rebuilds the local project even when its version number did not change.
         _run([*pip, *quiet, "--upgrade", target], log)
+    for cmd in onnxruntime_commands(python, device, installed_dists(python)):
+        _run(cmd, log)
     ok, detail = import_check(python)
     if not ok:
         raise RuntimeError(f"the backend venv at {venv} was installed but its imports fail: {detail}")

@@ -1,29 +1,41 @@
-"""install.py end to end into temporary folders (offline, fake editor folders), plus its building blocks."""
+"""install.py end to end into temporary folders (offline, fake editor folders, a copy of the committed models),
+plus its building blocks. ``--check`` starts the real backend with the committed weights when none is running."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.test_install_support import REPO, fast_args, isolated_env, make_models, run_install, snapshot
+from tests.test_install_support import (
+    REPO,
+    REPO_MODELS,
+    copy_real_models,
+    expected_endpoint,
+    fast_args,
+    isolated_env,
+    row,
+    run_install,
+    snapshot,
+)
 
 sys.path.insert(0, str(REPO))
 
 import install  # noqa: E402
 from installer import paths, plugins  # noqa: E402
 
-PAYLOAD = bytes(range(256)) * 400  # stands in for the weights: the installer only checks bytes
-
 
 @pytest.fixture
 def setup(tmp_path):
     env = isolated_env(tmp_path)
-    models = make_models(tmp_path / "models", PAYLOAD)
+    models = copy_real_models(tmp_path / "models")
     return tmp_path, env, models
 
 
@@ -116,7 +128,7 @@ def test_install_is_offline_complete_and_idempotent(setup):
     assert conf["schema"] == 1 and conf["device"] in ("cpu", "cuda") and conf["version"] == __version__
     assert conf["backend_command"] == [sys.executable, "-m", "backend", "serve"]
     assert conf["models_dir"] == str(models.parent.parent)
-    assert conf["endpoint"] == "tcp://127.0.0.1:5599"  # no XDG_RUNTIME_DIR in the isolated env
+    assert conf["endpoint"] == expected_endpoint(env)
     token = Path(conf["token_file"])
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
     assert len(token.read_text().strip()) == 64
@@ -138,6 +150,8 @@ def test_check_passes_then_catches_corrupt_model_and_missing_plugin(setup):
     ok = run_install(check_args, env)
     assert ok.returncode == 0, ok.stdout
     assert "FAIL" not in ok.stdout and "gimp imports" in ok.stdout and "krita enabled" in ok.stdout
+    # Nothing was running, so --check started the recorded backend, which loaded the committed model.
+    assert " ok " in row(ok.stdout, "backend reachable") and "trial start answered hello" in ok.stdout, ok.stdout
 
     data = bytearray(models.read_bytes())
     data[1000] ^= 0xFF  # same size, different content: only the hash can tell
@@ -146,7 +160,7 @@ def test_check_passes_then_catches_corrupt_model_and_missing_plugin(setup):
     assert bad.returncode == 1
     assert any("FAIL" in line and "sha256" in line for line in bad.stdout.splitlines()), bad.stdout
 
-    models.write_bytes(PAYLOAD)
+    models.write_bytes((REPO_MODELS / "dfimat-s" / "dfimat-s.pt").read_bytes())
     (tmp / "pykrita" / "dfimat.desktop").unlink()
     bad = run_install(check_args, env)
     assert bad.returncode == 1
@@ -176,7 +190,7 @@ def test_missing_weights_leave_the_install_marked_incomplete(setup):
     assert check.returncode == 1
     assert any(line.startswith("install state") and "incomplete" in line for line in check.stdout.splitlines())
     # The rest of the install still went through, so fixing the model and rerunning finishes it.
-    models.write_bytes(PAYLOAD)
+    models.write_bytes((REPO_MODELS / "dfimat-s" / "dfimat-s.pt").read_bytes())
     assert run_install(fast_args(tmp), env).returncode == 0
     assert run_install(["--check", *fast_args(tmp)[1:]], env).returncode == 0
 
@@ -248,3 +262,136 @@ def test_a_non_venv_folder_is_never_cleared(tmp_path):
     with pytest.raises(RuntimeError, match="not a virtual environment"):
         ensure_venv(precious, "cpu", log=lambda _m: None)
     assert (precious / "thesis.txt").read_text() == "keep"
+
+
+def test_check_fails_when_the_recorded_backend_cannot_load_its_model(setup):
+    tmp, env, models = setup
+    assert run_install(fast_args(tmp), env).returncode == 0
+    config = Path(env["XDG_CONFIG_HOME"]) / "dfimat" / "config.json"
+    conf = json.loads(config.read_text())
+    conf["backend_command"] += ["--weights", str(tmp / "no-such-model.pt")]
+    config.write_text(json.dumps(conf))
+    bad = run_install(["--check", *fast_args(tmp)[1:]], env)
+    assert bad.returncode == 1, bad.stdout
+    line = row(bad.stdout, "backend reachable")
+    assert "FAIL" in line and "exited with code" in line and "no-such-model.pt" in line, bad.stdout
+
+
+def test_a_killed_run_leaves_the_marker_and_the_next_run_repairs(setup):
+    tmp, env, models = setup
+    started = tmp / "backend-probe-started"
+    # A backend interpreter whose import check never ends: the run is killed in the backend step, after the
+    # marker must already be there (even with --backend-python, where nothing slow would be installed).
+    stuck = tmp / "stuck-python"
+    stuck.write_text(f"#!/bin/sh\ntouch '{started}'\nexec sleep 120\n")
+    stuck.chmod(0o755)
+    args = fast_args(tmp)
+    args[args.index("--backend-python") + 1] = str(stuck)
+    proc = subprocess.Popen([sys.executable, str(REPO / "install.py"), *args], env=env, cwd=env["HOME"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert started.exists(), "install.py never reached the backend step"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert (Path(env["XDG_CONFIG_HOME"]) / "dfimat" / "install-incomplete").is_file()
+    check = run_install(["--check", *fast_args(tmp)[1:]], env)
+    assert check.returncode == 1 and "incomplete" in row(check.stdout, "install state"), check.stdout
+
+    again = run_install(fast_args(tmp), env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert not (Path(env["XDG_CONFIG_HOME"]) / "dfimat" / "install-incomplete").exists()
+    check = run_install(["--check", *fast_args(tmp)[1:]], env)
+    assert check.returncode == 0, check.stdout
+
+
+# ---------------------------------------------------------------- backend venv commands (no pip is run)
+
+
+def test_cpu_torch_keeps_a_requested_pin(monkeypatch):
+    from installer import venv
+
+    monkeypatch.delenv("DFIMAT_TORCH_SPEC", raising=False)
+    monkeypatch.delenv("PIP_NO_INDEX", raising=False)
+    monkeypatch.setattr(venv, "_cpu_index_reachable", lambda: True)
+    assert venv.torch_install_args("cpu", print, requirement="torch==2.13.0") == [
+        "--index-url", venv.TORCH_CPU_INDEX, "torch==2.13.0"]
+    assert venv.torch_install_args("cpu", print)[-1] == f"torch{venv.TORCH_RANGE}"
+    monkeypatch.setattr(venv, "_cpu_index_reachable", lambda: False)
+    assert venv.torch_install_args("cpu", print, requirement="torch==2.13.0") == ["torch==2.13.0"]
+    assert venv.torch_install_args("cpu", print) == [venv.TORCH_FALLBACK_SPEC]
+    monkeypatch.setattr(venv, "_cpu_index_reachable", lambda: True)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # offline from a wheel folder: no index probe, the pin
+    assert venv.torch_install_args("cpu", print, requirement="torch==2.13.0") == ["torch==2.13.0"]
+    monkeypatch.setenv("DFIMAT_TORCH_SPEC", "/wheels/torch.whl")
+    assert venv.torch_install_args("cpu", print, requirement="torch==2.13.0") == ["/wheels/torch.whl"]
+
+
+def _fake_venv(tmp: Path, monkeypatch, installed: dict[str, str], stamp_device: str | None = None) -> list[list[str]]:
+    """A venv folder whose pip commands are recorded instead of run; returns the record."""
+    from installer import venv
+
+    root = tmp / "venv"
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "python").write_text("")
+    (root / "pyvenv.cfg").write_text("")
+    if stamp_device:
+        (root / venv.STAMP_NAME).write_text(json.dumps({"device": stamp_device}))
+    commands: list[list[str]] = []
+    monkeypatch.setattr(venv, "_run", lambda cmd, log: commands.append([str(c) for c in cmd]))
+    monkeypatch.setattr(venv, "can_import", lambda python, module: True)
+    monkeypatch.setattr(venv, "stage_sources", lambda dest: Path("/src/dfimat"))
+    monkeypatch.setattr(venv, "installed_dists", lambda python: dict(installed))
+    monkeypatch.setattr(venv, "import_check", lambda python: (True, "2.13.0 False"))
+    monkeypatch.setattr(venv, "_cpu_index_reachable", lambda: False)
+    monkeypatch.delenv("DFIMAT_TORCH_SPEC", raising=False)
+    monkeypatch.delenv("PIP_NO_INDEX", raising=False)
+    return commands
+
+
+def _pip_tail(cmd: list[str]) -> list[str]:
+    """A pip command from its subcommand on, without the options every call repeats."""
+    i = cmd.index("pip")
+    return [c for c in cmd[i + 1:] if c not in ("--disable-pip-version-check", "-q")]
+
+
+def test_gpu_install_ends_with_onnxruntime_gpu_only(tmp_path, monkeypatch):
+    from installer import venv
+
+    commands = _fake_venv(tmp_path, monkeypatch, {"onnxruntime": "1.22.0", "onnxruntime-gpu": "1.22.0"})
+    venv.ensure_venv(tmp_path / "venv", "cuda", log=lambda _m: None)
+    assert [_pip_tail(c) for c in commands] == [
+        ["install", "--upgrade", "pip"],
+        ["install", "--upgrade", "/src/dfimat[gpu]"],
+        # Both builds own onnxruntime/: removing the CPU one deletes GPU files, hence the reinstall after it.
+        ["uninstall", "-y", "onnxruntime"],
+        ["install", "--force-reinstall", "--no-deps", "onnxruntime-gpu==1.22.0"],
+    ]
+    assert json.loads((tmp_path / "venv" / venv.STAMP_NAME).read_text())["device"] == "cuda"
+
+
+def test_cpu_install_after_a_gpu_one_drops_onnxruntime_gpu(tmp_path, monkeypatch):
+    from installer import venv
+
+    commands = _fake_venv(tmp_path, monkeypatch, {"onnxruntime": "1.22.0", "onnxruntime-gpu": "1.22.0"},
+                          stamp_device="cuda")
+    venv.ensure_venv(tmp_path / "venv", "cpu", log=lambda _m: None)
+    assert [_pip_tail(c) for c in commands] == [
+        ["install", "--upgrade", "pip"],
+        ["install", "--force-reinstall", "--no-deps", venv.TORCH_FALLBACK_SPEC],
+        ["install", "--upgrade", "/src/dfimat"],
+        ["uninstall", "-y", "onnxruntime-gpu"],
+        ["install", "--force-reinstall", "--no-deps", "onnxruntime==1.22.0"],
+    ]
+
+
+def test_plain_cpu_install_touches_no_onnxruntime(tmp_path, monkeypatch):
+    from installer import venv
+
+    commands = _fake_venv(tmp_path, monkeypatch, {"onnxruntime": "1.22.0"})
+    venv.ensure_venv(tmp_path / "venv", "cpu", log=lambda _m: None)
+    assert [_pip_tail(c) for c in commands] == [["install", "--upgrade", "pip"], ["install", "--upgrade", "/src/dfimat"]]
+    assert venv.onnxruntime_commands(Path("py"), "cuda", {"onnxruntime-gpu": "1.22.0"}) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +14,57 @@ REPO = Path(__file__).resolve().parent.parent
 INSTALL = REPO / "install.py"
 
 
+REPO_MODELS = REPO / "models"
+# What pytest's tmp folders allow: a ZeroMQ ipc path must stay under ~100 bytes (see installer.paths).
+_IPC_MAX = 100
+
+
 def isolated_env(tmp: Path) -> dict[str, str]:
-    """Environment whose every per-user folder lies under ``tmp`` (so nothing touches the real home)."""
+    """Environment whose every per-user folder lies under ``tmp`` (so nothing touches the real home).
+
+    It has its own runtime folder, so the backend that ``--check`` starts listens on a socket of this test alone
+    (a shared TCP port would make parallel runs and a running real backend interfere).
+    """
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items()
-           if k not in ("DFIMAT_CONFIG", "XDG_RUNTIME_DIR", "PYTHONPATH", "DFIMAT_MODELS_DIR")}
+           if k not in ("DFIMAT_CONFIG", "XDG_RUNTIME_DIR", "PYTHONPATH", "DFIMAT_MODELS_DIR", "DFIMAT_WEIGHTS")}
     env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_DATA_HOME=str(home / ".local/share"))
+    runtime = tmp / "rt"
+    if len(str(runtime / "dfimat" / "backend.sock")) <= _IPC_MAX:
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        env["XDG_RUNTIME_DIR"] = str(runtime)
     return env
+
+
+def expected_endpoint(env: dict[str, str]) -> str:
+    runtime = env.get("XDG_RUNTIME_DIR")
+    return f"ipc://{runtime}/dfimat/backend.sock" if runtime else "tcp://127.0.0.1:5599"
+
+
+def copy_real_models(root: Path) -> Path:
+    """A copy of the committed models folder (real manifest, real DFIMat-S weights); returns the checkpoint.
+
+    A copy, so tests may corrupt or delete files; the manifest is copied too, so the installer uses it.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(REPO_MODELS / "manifest.json", root / "manifest.json")
+    shutil.copytree(REPO_MODELS / "dfimat-s", root / "dfimat-s", dirs_exist_ok=True)
+    return root / "dfimat-s" / "dfimat-s.pt"
+
+
+def manifest_paths() -> list[str]:
+    """The files of the default model in the committed manifest."""
+    data = json.loads((REPO_MODELS / "manifest.json").read_text(encoding="utf-8"))
+    return [f["path"] for m in data["models"] if m["default"] for f in m["files"]]
+
+
+def row(stdout: str, item: str) -> str:
+    """The ``--check`` table line of ``item`` (exact item name), or "" when absent."""
+    for line in stdout.splitlines():
+        if line.split("  ")[0].strip() == item:
+            return line
+    return ""
 
 
 def make_models(root: Path, payload: bytes, url: str | None = None, sha256: str | None = None) -> Path:

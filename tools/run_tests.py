@@ -13,10 +13,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from installer.venv import torch_install_args  # noqa: E402 - stdlib only, like this script
+
 VENV = Path(os.environ.get("DFIMAT_DEV_VENV", ROOT / ".venv"))
-# A CPU build of torch: on this project's machines `torch==2.13.0` resolves to the +cpu wheel on disk,
-# while an unpinned `torch` from PyPI would pull a multi-GB CUDA build.
-TORCH_SPEC = os.environ.get("DFIMAT_TORCH_SPEC", "torch==2.13.0")
+# The tests' torch, pinned. A plain `torch==2.13.0` from PyPI is the multi-GB CUDA build on Linux, so it is
+# installed the installer's way: from the CPU index when reachable, else the CPU wheel kept on local disk
+# (DFIMAT_TORCH_SPEC overrides both).
+TORCH_PIN = "torch==2.13.0"
+TORCH_SPEC = os.environ.get("DFIMAT_TORCH_SPEC", TORCH_PIN)
 
 
 def venv_python() -> Path:
@@ -39,7 +45,7 @@ def ensure_venv() -> Path:
     run([py, "-m", "pip", "install", "-q", "--upgrade", "pip"])
     has_torch = subprocess.run([str(py), "-c", "import torch"], capture_output=True).returncode == 0
     if not has_torch:
-        run([py, "-m", "pip", "install", "-q", TORCH_SPEC])
+        run([py, "-m", "pip", "install", "-q", *torch_install_args("cpu", print, requirement=TORCH_PIN)])
     run([py, "-m", "pip", "install", "-q", "-e", f"{ROOT}[dev]"])
     stamp.write_text(want)
     return py
