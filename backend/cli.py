@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import pickle
 import signal
 import sys
 import time
@@ -23,13 +24,14 @@ from dfimat_client.config import (
 )
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+DEVICES = ("cpu", "cuda")
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="run the backend service (prints 'READY <endpoint>' when it answers)")
     serve.add_argument("--endpoint", help="tcp://127.0.0.1:PORT or ipc:///path (default: install config, "
                                           f"else {default_endpoint()})")
-    serve.add_argument("--device", default=None, help="cpu or cuda (default: install config, else cpu)")
+    serve.add_argument("--device", default=None, choices=DEVICES, help="default: install config, else cpu")
     serve.add_argument("--token-file", help="file holding the shared secret (created, mode 0600, if missing)")
     serve.add_argument("--weights", help="model checkpoint (default: the engine's default weights)")
     serve.add_argument("--allow-remote", action="store_true",
@@ -66,7 +68,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="model checkpoint (default: the engine's default weights)")
-    p.add_argument("--device", default=None, help="cpu or cuda")
+    p.add_argument("--device", default=None, choices=DEVICES, help="default: cuda when available, else cpu")
 
 
 # ---------------------------------------------------------------------------- argument parsing
@@ -120,6 +122,17 @@ def load_engine(weights: str | None, device: str | None) -> Any:
     return Engine.load(device=device, weights=weights or installed_weights())
 
 
+def load_engine_or_explain(weights: str | None, device: str | None) -> Any | None:
+    """The engine, or None after one ``error:`` line on stderr when the weights or the device are unusable."""
+    try:
+        return load_engine(weights, device)
+    except (ValueError, OSError, pickle.UnpicklingError) as exc:
+        # torch's unpickling errors run to a page of advice; the first line names the problem.
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"error: cannot load the model: {first}", file=sys.stderr)
+        return None
+
+
 def installed_weights() -> str | None:
     """The install config's model, when no explicit choice was made.
 
@@ -156,6 +169,11 @@ def resolve_token(token_file: str | None) -> tuple[str, Path]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # Imports and the model take seconds; a SIGINT/SIGTERM meanwhile must still end the process cleanly (exit
+    # 0, no KeyboardInterrupt traceback), so the handlers come first and only remember the request until a
+    # server exists to stop.
+    stop = StopRequest()
+    stop.install()
     from backend.server import EndpointError, Server, check_endpoint
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
@@ -174,9 +192,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (EndpointError, ConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if stop.requested:
+        return 0
     # stdout carries exactly one line, READY; libraries that print while loading go to stderr instead.
     ready_out, sys.stdout = sys.stdout, sys.stderr
-    engine = load_engine(args.weights, device)
+    log = logging.getLogger("dfimat.server")
+    log.info("loading the model (%s) on %s", args.weights or "default weights", device)
+    engine = load_engine_or_explain(args.weights, device)
+    if engine is None:
+        return 2
+    if stop.requested:
+        return 0
     server = Server(engine, endpoint=endpoint, token=token, allow_remote=args.allow_remote,
                     max_pixels=args.max_pixels, session_budget=args.session_budget_mb * 1024**2,
                     max_sessions=args.max_sessions, device=device, parent_pid=args.parent_pid)
@@ -185,11 +211,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except EndpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: server.stop())
-    logging.getLogger("dfimat.server").info("token file %s", token_path)
+    stop.target = server.stop
+    if stop.requested:
+        server.stop()
+    log.info("token file %s", token_path)
     server.serve_forever(on_ready=lambda ep: print(f"READY {ep}", file=ready_out, flush=True))
     return 0
+
+
+class StopRequest:
+    """SIGINT/SIGTERM handler: calls ``target`` once one is set, and remembers a signal that came earlier."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.target: Any = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, *_: Any) -> None:
+        self.requested = True
+        if self.target is not None:
+            self.target()
 
 
 def _ask_for_pdeathsig(parent_pid: int | None) -> None:
@@ -237,7 +281,9 @@ def cmd_matte(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    engine = load_engine(args.weights, args.device)
+    engine = load_engine_or_explain(args.weights, args.device)
+    if engine is None:
+        return 2
     sid = engine.open(image)
     try:
         alpha = engine.predict(sid, prompts)
@@ -261,7 +307,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if not files:
         print(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) in {args.directory}", file=sys.stderr)
         return 2
-    engine = load_engine(args.weights, args.device)
+    engine = load_engine_or_explain(args.weights, args.device)
+    if engine is None:
+        return 2
     args.output.mkdir(parents=True, exist_ok=True)
     index: list[dict[str, Any]] = []
     bar = ProgressBar(len(files))

@@ -201,6 +201,16 @@ class Engine:
             self._sessions[sid] = _Session(image=rgb, letterbox=lb, feats=feats)
         return sid
 
+    def fork(self, sid: str) -> str:
+        """A new session on the image of `sid` without encoding it again: same pixels and cached features (never
+        written to), no prompts, no previous prediction."""
+        with self._lock:
+            source = self._get(sid)
+            new = uuid.uuid4().hex
+            self._sessions[new] = _Session(image=source.image, letterbox=source.letterbox, feats=source.feats,
+                                           crops=dict(source.crops))
+        return new
+
     def _encode(self, image: np.ndarray, lb: Letterbox) -> dict[str, torch.Tensor]:
         """Backbone features of `image` (the whole photo or a focus crop) letterboxed by `lb`."""
         square = lb.image_to_square(image, cv2.INTER_AREA)

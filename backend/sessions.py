@@ -1,4 +1,5 @@
-"""Server-side image sessions: found by (key, content hash), evicted least-recently-used under a memory budget.
+"""Server-side image sessions: found by (key, content hash) or by hash alone, evicted least-recently-used
+under a memory budget.
 
 Server session ids are issued here, not taken from the engine, and carry a random per-process prefix: after a
 backend restart an old id is reported as unknown instead of silently naming a different image.
@@ -14,7 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from dfimat_client.protocol import E_SESSION_EVICTED, E_UNKNOWN_SESSION, ProtocolError
+from dfimat_client.protocol import E_SESSION_EVICTED, E_UNKNOWN_SESSION, ProtocolError, short_repr
 
 # Without a figure from the engine a session is charged this many bytes per image pixel: the RGB copy plus
 # the cached image features and the previous round's mask, which is what stays resident between rounds.
@@ -29,11 +30,14 @@ class Session:
     sid: str
     engine_sid: str
     key: str | None
-    image_hash: str
+    image_hash: str | None  # None when the image was opened without key or hash, so it was never hashed
     width: int
     height: int
     cost: int
     last_used: float = field(default_factory=time.monotonic)
+    # The H×W×3 array the engine session was opened on (the engine keeps the same array, so this costs
+    # nothing): a later open by hash starts a new session on it without the pixels crossing the wire again.
+    image: Any = field(default=None, repr=False)
 
 
 class SessionStore:
@@ -74,26 +78,36 @@ class SessionStore:
                     return s
         return None
 
+    def find_image(self, image_hash: str) -> Session | None:
+        """The most recently used live session on the image with this content hash, under any key or none."""
+        with self._lock:
+            for s in reversed(self._sessions.values()):
+                if s.image_hash == image_hash and s.image is not None:
+                    return s
+        return None
+
     def get(self, sid: Any) -> Session:
         """The session ``sid``; ProtocolError ``session_evicted`` or ``unknown_session`` otherwise."""
         if not isinstance(sid, str):
-            raise ProtocolError(E_UNKNOWN_SESSION, f"session id must be a string, got {sid!r}")
+            raise ProtocolError(E_UNKNOWN_SESSION, f"session id must be a string, got {short_repr(sid)}")
         with self._lock:
             s = self._sessions.get(sid)
             if s is None:
                 if sid in self._evicted:
                     raise ProtocolError(E_SESSION_EVICTED,
                                         f"session {sid} was evicted to stay within the memory budget; open the image again")
-                raise ProtocolError(E_UNKNOWN_SESSION, f"unknown session {sid!r} (closed, or the backend restarted)")
+                raise ProtocolError(E_UNKNOWN_SESSION,
+                                    f"unknown session {short_repr(sid)} (closed, or the backend restarted)")
             self._touch(s)
             return s
 
     # -- changes ---------------------------------------------------------------------------------------
 
-    def open(self, image: Any, key: str | None, image_hash: str) -> Session:
+    def open(self, image: Any, key: str | None, image_hash: str | None, source: Session | None = None) -> Session:
         """Encode ``image`` (H×W×3 uint8) in a new engine session, evicting old sessions to make room.
 
         A key names one editor layer: opening a different image under the same key replaces its session.
+        ``source``, a live session on the same image, lends its encoding instead (``Engine.fork``).
         """
         height, width = int(image.shape[0]), int(image.shape[1])
         with self._lock:
@@ -102,10 +116,12 @@ class SessionStore:
                     self._drop(old.sid)
             estimate = width * height * self.bytes_per_pixel
             self._make_room(estimate)
-            engine_sid = self.engine.open(image)
+            # The source may have been evicted just now to make room; then the image is encoded again.
+            live = source is not None and self._sessions.get(source.sid) is source
+            engine_sid = self.engine.fork(source.engine_sid) if live else self.engine.open(image)
             sid = f"{self._prefix}-{next(self._counter)}"
             cost = self._measure(engine_sid, estimate)
-            s = Session(sid, engine_sid, key, image_hash, width, height, cost)
+            s = Session(sid, engine_sid, key, image_hash, width, height, cost, image=image)
             self._sessions[sid] = s
             # The engine's own figure may exceed the estimate; evict others (never the new one) if needed.
             self._make_room(0, keep=sid)

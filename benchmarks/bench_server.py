@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         weights = str(save_checkpoint(DFIMatS(), tmp / "random-full.pt", meta={"random": True}))
     token = new_token()
     token_file = write_token(tmp / "token", token)
+    load_before = os.getloadavg()
     engine = Engine.load(device="cpu", weights=weights)
     warm, ww, wh = test_image(0.1)
     sid = engine.open(warm)
@@ -195,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         proc.terminate()
         proc.wait(30)
 
+    load_after = os.getloadavg()
+    # The machine may be shared: the load average says how much the numbers below can be trusted.
+    print("load average (1, 5, 15 min): before " + ", ".join(f"{x:.2f}" for x in load_before)
+          + "; after " + ", ".join(f"{x:.2f}" for x in load_after))
     print(f"model {info['model']} on {info['device']}, {args.threads} threads, weights "
           f"{'tiny random' if args.tiny else 'full-size random' if args.random else (weights or 'default')}; {args.repeats} sessions x {args.rounds} rounds")
     print(f"{'MP':>5} {'size':>11} | {'first med':>9} {'first p90':>9} {'cached med':>10} {'cached p90':>10} "

@@ -2,8 +2,10 @@
 
 Reliability follows ZeroMQ's "lazy pirate": every request waits with a poll, never on a blocking receive; if the
 backend stays silent for ``timeout`` seconds the socket is closed, reopened and the request resent (the server
-drops duplicates by request id), and after ``retries`` reconnects the call fails with ``BackendNotRunning``.
-Long model work does not time out: the backend sends a heartbeat every half second while it works.
+drops duplicates by request id), and after ``retries`` reconnects the call fails with ``BackendNotRunning``: a
+dead backend is reported ``timeout × (retries + 1)`` seconds after it last spoke (30 s with the defaults; at
+once for a missing ipc socket). Long model work does not time out: the backend sends a heartbeat every half
+second while it works.
 
 Blocking use (GIMP)::
 
@@ -73,7 +75,7 @@ class _SessionRecord:
     height: int
     channels: int
     key: str | None
-    digest: str
+    digest: str | None  # only with a key: the hash is what finds the layer's session again
     pixels: bytes | None
     rounds: list[tuple[dict, list[Any]]] = field(default_factory=list)
 
@@ -319,16 +321,17 @@ class Client:
                                               f"needs {expected}")
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= P.MAX_KEY_LENGTH):
             raise ValueError(f"key must be a string of 1..{P.MAX_KEY_LENGTH} characters")
-        digest = P.content_hash(data, width, height, channels)
+        # Hashing costs ~0.1 s at 24 MP; without a key nothing would look the image up by its hash.
+        digest = P.content_hash(data, width, height, channels) if key is not None else None
         rec = _SessionRecord("", width, height, channels, key, digest, data if self.remember_pixels else None)
         yield from self._open_on_server(rec, data)
         self._sessions[rec.server_sid] = rec
         return rec.server_sid
 
     def _open_on_server(self, rec: _SessionRecord, data: bytes | None) -> Flow:
-        args = {"width": rec.width, "height": rec.height, "channels": rec.channels, "hash": rec.digest}
+        args: dict[str, Any] = {"width": rec.width, "height": rec.height, "channels": rec.channels}
         if rec.key is not None:
-            args["key"] = rec.key
+            args["key"], args["hash"] = rec.key, rec.digest
             try:
                 result, _ = yield _Req("open_image", args)
                 rec.server_sid = result["session"]
@@ -339,8 +342,25 @@ class Client:
         if data is None:
             raise BackendError(P.E_SESSION_EVICTED, "the backend lost this image and the client kept no copy; "
                                                     "open it again")
+        yield from self._check_server_limit(rec.width, rec.height, rec.channels)
         result, _ = yield _Req("open_image", args, [data])
         rec.server_sid = result["session"]
+
+    def _check_server_limit(self, width: int, height: int, channels: int, what: str = "") -> Flow:
+        """Refuse an image above the limit the backend announced in ``hello`` before its pixels are sent.
+
+        The backend would answer ``too_large`` too, but only after receiving up to 400 MB for nothing.
+        """
+        if self.server_info is None:
+            yield from self._hello_flow()
+        limits = (self.server_info or {}).get("limits")
+        limit = limits.get("max_pixels") if isinstance(limits, dict) else None
+        if type(limit) is not int or limit <= 0:
+            return
+        try:
+            P.check_image_geometry(width, height, channels, min(limit, P.MAX_PIXELS))
+        except P.ProtocolError as exc:
+            raise BackendError(exc.code, what + exc.message) from None
 
     def _predict_flow(self, session_id: str, prompts: dict[str, Any]) -> Flow:
         wire, buffers = _split_strokes(prompts)
@@ -400,6 +420,9 @@ class Client:
             wire_items.append({"width": w, "height": h, "channels": c, "buffer": index[id(pixels)],
                                "prompts": item.get("prompts") or {},
                                "every_person": bool(item.get("every_person", False))})
+        for i, item in enumerate(wire_items):
+            w, h, c = item["width"], item["height"], item["channels"]
+            yield from self._check_server_limit(w, h, c, f"batch item {i}: ")
         result, bufs = yield _Req("batch", {"items": wire_items, "crop": True}, buffers)
         out = []
         for entry in result.get("results", []):

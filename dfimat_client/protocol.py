@@ -177,7 +177,8 @@ def _decode_header(header: Any, rid: str | None, buffers: list[Any]) -> Request:
         raise ProtocolError(E_TOO_LARGE, f"{len(buffers)} buffers exceed the limit of {MAX_BUFFERS}")
     nbuf = header.get("nbuf", len(buffers))
     if type(nbuf) is not int or nbuf != len(buffers):
-        raise ProtocolError(E_BAD_REQUEST, f"header declares {nbuf!r} buffers but {len(buffers)} arrived")
+        raise ProtocolError(E_BAD_REQUEST,
+                            f"header declares {short_repr(nbuf)} buffers but {len(buffers)} arrived")
     stream = header.get("stream", False)
     if not isinstance(stream, bool):
         raise ProtocolError(E_BAD_REQUEST, "header field 'stream' must be a boolean")
@@ -235,16 +236,22 @@ def decode_reply(frames: list[Any]) -> Reply:
 # ---- argument checks shared by both ends -------------------------------------------------------------
 
 
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr`` cut to ``limit`` characters: a hostile value can be a 4000-digit number or a 4 MB string."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def check_int(value: Any, name: str, lo: int = 0, hi: int | None = None) -> int:
     if type(value) is not int or value < lo or (hi is not None and value > hi):
         bound = f" in [{lo}, {hi}]" if hi is not None else f" >= {lo}"
-        raise ProtocolError(E_BAD_REQUEST, f"'{name}' must be an integer{bound}, got {value!r}")
+        raise ProtocolError(E_BAD_REQUEST, f"'{name}' must be an integer{bound}, got {short_repr(value)}")
     return value
 
 
 def check_finite(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ProtocolError(E_BAD_PROMPT, f"'{name}' must be a finite number, got {value!r}")
+        raise ProtocolError(E_BAD_PROMPT, f"'{name}' must be a finite number, got {short_repr(value)}")
     return float(value)
 
 
@@ -253,9 +260,12 @@ def check_image_geometry(width: Any, height: Any, channels: Any, max_pixels: int
     w = check_int(width, "width", 1)
     h = check_int(height, "height", 1)
     if channels not in CHANNELS or type(channels) is not int:
-        raise ProtocolError(E_BAD_IMAGE, f"'channels' must be one of {CHANNELS} (8-bit gray, RGB, RGBA), got {channels!r}")
+        raise ProtocolError(E_BAD_IMAGE, f"'channels' must be one of {CHANNELS} (8-bit gray, RGB, RGBA), "
+                                         f"got {short_repr(channels)}")
     if w * h > max_pixels:
-        raise ProtocolError(E_TOO_LARGE, f"image of {w}x{h} = {w * h / 1e6:.2f} MP exceeds the backend's limit of "
+        # A declared size can be far beyond what a float holds.
+        size = f"{w}x{h} = {w * h / 1e6:.2f} MP" if w * h < 10**18 else f"{short_repr(w)} x {short_repr(h)}"
+        raise ProtocolError(E_TOO_LARGE, f"image of {size} exceeds the backend's limit of "
                                          f"{max_pixels} pixels ({max_pixels / 1e6:.2f} MP)")
     return w * h * channels
 
@@ -268,9 +278,14 @@ def expand_crop(crop: bytes | memoryview, x: int, y: int, w: int, h: int, width:
         raise ProtocolError(E_BAD_REQUEST, f"crop {w}x{h}+{x}+{y} does not fit a {width}x{height} image")
     if len(crop) != w * h:
         raise ProtocolError(E_BAD_REQUEST, f"crop has {len(crop)} bytes, expected {w * h}")
-    out = bytearray(width * height)
     src = memoryview(crop)
+    if w == width:
+        # Whole rows: the crop is one contiguous run of the plane.
+        return b"".join((bytes(y * width), src, bytes((height - y - h) * width)))
+    # One join builds the plane in a single allocation; a per-row loop into a bytearray copies it twice.
+    left, right = bytes(x), bytes(width - x - w)
+    parts: list[bytes | memoryview] = [bytes(y * width)]
     for row in range(h):
-        start = (y + row) * width + x
-        out[start:start + w] = src[row * w:(row + 1) * w]
-    return bytes(out)
+        parts += (left, src[row * w:(row + 1) * w], right)
+    parts.append(bytes((height - y - h) * width))
+    return b"".join(parts)

@@ -22,6 +22,7 @@ from tests.test_server_fixtures import REPO, TOKEN, free_tcp_endpoint, rgb_image
 
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(REPO),
                                                                       "OMP_NUM_THREADS": "1"}
+SERVE = [sys.executable, "-m", "backend", "serve"]
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,67 @@ def test_serve_prints_ready_answers_and_stops_cleanly_on_sigterm(tmp_path, token
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_serve_stops_cleanly_on_sigint(tmp_path, token_file, weights):
+    proc, endpoint = start_serve(f"ipc://{tmp_path / 'i.sock'}", token_file, weights)
+    try:
+        with Client(endpoint, TOKEN, timeout=10) as c:
+            sid = c.open_image(rgb_image(32, 24), 32, 24, 3)
+            c.predict(sid, {"box": [2, 2, 20, 20]})
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+        stderr = proc.stderr.read()
+        assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+        assert not (tmp_path / "i.sock").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_signal_while_the_model_loads_ends_the_backend_cleanly(tmp_path, token_file, weights):
+    proc = subprocess.Popen([*SERVE, "--endpoint", f"ipc://{tmp_path / 's.sock'}", "--token-file",
+                             str(token_file), "--weights", str(weights), "-v"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=ENV)
+    try:
+        # The handlers are in place once the model starts loading, which the verbose log announces.
+        for line in proc.stderr:
+            if "loading the model" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "foo"], "invalid choice: 'foo'"),
+    (["--weights", "{tmp}/missing.pt"], "error: cannot load the model: DFIMat-S weights not found"),
+])
+def test_serve_reports_an_unusable_device_or_model_in_one_line(tmp_path, token_file, weights, args, message):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--weights" not in args:
+        args += ["--weights", str(weights)]
+    out = subprocess.run([*SERVE, "--endpoint", f"ipc://{tmp_path / 'x.sock'}", "--token-file",
+                          str(token_file), *args], capture_output=True, text=True, cwd=REPO, env=ENV,
+                         timeout=120)
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert out.stdout == ""
+    assert len([line for line in out.stderr.splitlines() if "error:" in line]) == 1, out.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_serve_on_cuda_without_cuda_is_one_error_line(tmp_path, token_file, weights):
+    out = subprocess.run([*SERVE, "--endpoint", f"ipc://{tmp_path / 'x.sock'}", "--token-file",
+                          str(token_file), "--weights", str(weights), "--device", "cuda"],
+                         capture_output=True, text=True, cwd=REPO, env=ENV, timeout=120)
+    assert out.returncode == 2
+    expected = "error: cannot load the model: device 'cuda' requested but CUDA is not available"
+    assert out.stderr.strip().splitlines() == [expected]
 
 
 def test_serve_refuses_a_non_loopback_endpoint(token_file, weights):

@@ -107,6 +107,53 @@ def test_reopening_by_key_sends_no_pixels(client, server, monkeypatch):  # noqa:
     assert sent == [("open_image", 0)]
 
 
+def test_same_pixels_under_another_key_are_not_sent_again(client, server, monkeypatch):  # noqa: F811
+    """A duplicated layer (same pixels, new key) opens by hash: a new session on the image the backend has."""
+    first = client.open_image(rgb_image(W, H, seed=4), W, H, 3, key="gimp:1:1")
+    sent = []
+    original = client_mod.Client._start
+
+    def spy(self, req, progress):
+        sent.append((req.method, len(req.buffers)))
+        return original(self, req, progress)
+
+    monkeypatch.setattr(client_mod.Client, "_start", spy)
+    second = client.open_image(rgb_image(W, H, seed=4), W, H, 3, key="gimp:1:2")
+    assert second != first and sent == [("open_image", 0)]
+    alpha, w, h = client.predict(second, {"box": [2, 2, 30, 30]})
+    assert len(alpha) == w * h == W * H
+
+
+def test_keyless_open_sends_no_hash(client, monkeypatch):
+    monkeypatch.setattr(P, "content_hash", lambda *a: pytest.fail("a keyless open must not hash the pixels"))
+    sid = client.open_image(rgb_image(W, H), W, H, 3)
+    assert len(client.predict(sid, {"box": [2, 2, 30, 30]})[0]) == W * H
+
+
+def test_an_image_above_the_backends_limit_is_too_large_not_not_running(engine):  # noqa: F811
+    w, h = 2000, 1000
+    with running_server(engine, max_pixels=1_000_000) as srv, \
+            Client(srv.bound_endpoint, TOKEN, timeout=2.0, retries=1) as c:
+        start = time.monotonic()
+        with pytest.raises(BackendError) as info:
+            c.open_image(bytes(w * h * 3), w, h, 3)  # refused from the limit hello announced, nothing sent
+        assert info.value.code == P.E_TOO_LARGE and "1000000 pixels" in info.value.message
+        assert c.server_info["limits"]["max_pixels"] == 1_000_000
+        # A client that believes in a higher limit sends the pixels: the backend answers too_large, it does
+        # not drop the connection (which would read as "backend not running" after the timeout).
+        c.server_info = {**c.server_info, "limits": {"max_pixels": P.MAX_PIXELS}}
+        with pytest.raises(BackendError) as info:
+            c.open_image(bytes(w * h * 3), w, h, 3)
+        assert info.value.code == P.E_TOO_LARGE and not isinstance(info.value, BackendNotRunning)
+        with pytest.raises(BackendError) as info:
+            c.batch([{"pixels": bytes(w * h), "width": w, "height": h, "channels": 1,
+                      "prompts": {"box": [1, 1, 9, 9]}}])
+        assert info.value.code == P.E_TOO_LARGE
+        assert time.monotonic() - start < 2.0  # answered, not timed out (that would take 2 × 2 s)
+        sid = c.open_image(bytes(1000 * 1000 * 3), 1000, 1000, 3)  # exactly at the limit
+        c.close(sid)
+
+
 def test_evicted_session_is_reopened_transparently(engine):  # noqa: F811
     with running_server(engine, max_sessions=1) as srv:
         c = Client(srv.bound_endpoint, TOKEN, timeout=5)

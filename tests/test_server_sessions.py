@@ -63,6 +63,21 @@ def test_key_and_hash_lookup_and_replacement(engine):  # noqa: F811
         SessionStore(engine, budget_bytes=0)
 
 
+def test_find_image_by_hash_under_any_key(engine):  # noqa: F811
+    store = SessionStore(engine)
+    a = store.open(image(1), "gimp:1:1", "h1")
+    b = store.open(image(1), None, "h1")
+    unhashed = store.open(image(2), None, None)
+    assert store.find_image("h1") is b  # the most recently used one
+    store.get(a.sid)
+    assert store.find_image("h1") is a
+    assert store.find_image("h2") is None and unhashed.image_hash is None
+    copy = store.open(a.image, "krita:x:y", "h1")  # a new session on the held pixels
+    assert copy.sid not in (a.sid, b.sid) and (copy.width, copy.height) == (a.width, a.height)
+    store.close_all()
+    assert store.find_image("h1") is None
+
+
 def test_soak_thousands_of_requests_keep_memory_bounded(engine):  # noqa: F811
     """2000 requests (predict/reset/hello rounds, open/close every tenth); after warm-up RSS grows < 40 MB."""
     w, h = 64, 48
@@ -88,3 +103,20 @@ def test_soak_thousands_of_requests_keep_memory_bounded(engine):  # noqa: F811
         growth = rss_bytes() - base
         assert len(srv.sessions) == 1
     assert growth < 40 * 1024**2, f"RSS grew by {growth / 1e6:.1f} MB"
+
+
+def test_a_session_lent_from_a_live_one_is_not_encoded_again(engine, monkeypatch):  # noqa: F811
+    store = SessionStore(engine)
+    first = store.open(image(5), "gimp:a", "h5")
+    encodes = []
+    monkeypatch.setattr(engine, "_encode", lambda *a: encodes.append(a) or pytest.fail("encoded again"))
+    second = store.open(first.image, "krita:b", "h5", source=first)
+    assert not encodes and second.engine_sid != first.engine_sid
+    # Independent sessions on shared features: a round in one leaves the other without history.
+    alpha = engine.predict(second.engine_sid, {"box": [2, 2, 20, 20]})
+    assert alpha.shape == (24, 32)
+    assert engine._get(first.engine_sid).history.rounds == [] and engine._get(first.engine_sid).prev is None
+    store.close(first.sid)
+    assert engine.predict(second.engine_sid, {"clicks": [[10, 10, True]]}).shape == (24, 32)
+    monkeypatch.undo()
+    store.close_all()
