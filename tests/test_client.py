@@ -88,10 +88,9 @@ def test_client_refuses_bad_images_before_sending(client):
     assert info.value.code == P.E_BAD_IMAGE
 
 
-def test_reopening_by_key_sends_no_pixels(client, server, monkeypatch):  # noqa: F811
-    sid = client.open_image(rgb_image(W, H), W, H, 3, key="gimp:1:1")
-    client.predict(sid, {"box": [1, 1, 30, 30]})
-    sent = []
+def record_requests(monkeypatch) -> list[tuple[str, int]]:
+    """(method, number of binary frames) of every request any Client starts from now on."""
+    sent: list[tuple[str, int]] = []
     original = client_mod.Client._start
 
     def spy(self, req, progress):
@@ -99,6 +98,13 @@ def test_reopening_by_key_sends_no_pixels(client, server, monkeypatch):  # noqa:
         return original(self, req, progress)
 
     monkeypatch.setattr(client_mod.Client, "_start", spy)
+    return sent
+
+
+def test_reopening_by_key_sends_no_pixels(client, server, monkeypatch):  # noqa: F811
+    sid = client.open_image(rgb_image(W, H), W, H, 3, key="gimp:1:1")
+    client.predict(sid, {"box": [1, 1, 30, 30]})
+    sent = record_requests(monkeypatch)
     again = Client(server.bound_endpoint, TOKEN, timeout=5)  # a new GIMP plug-in process
     try:
         assert again.open_image(rgb_image(W, H), W, H, 3, key="gimp:1:1") == sid
@@ -110,14 +116,7 @@ def test_reopening_by_key_sends_no_pixels(client, server, monkeypatch):  # noqa:
 def test_same_pixels_under_another_key_are_not_sent_again(client, server, monkeypatch):  # noqa: F811
     """A duplicated layer (same pixels, new key) opens by hash: a new session on the image the backend has."""
     first = client.open_image(rgb_image(W, H, seed=4), W, H, 3, key="gimp:1:1")
-    sent = []
-    original = client_mod.Client._start
-
-    def spy(self, req, progress):
-        sent.append((req.method, len(req.buffers)))
-        return original(self, req, progress)
-
-    monkeypatch.setattr(client_mod.Client, "_start", spy)
+    sent = record_requests(monkeypatch)
     second = client.open_image(rgb_image(W, H, seed=4), W, H, 3, key="gimp:1:2")
     assert second != first and sent == [("open_image", 0)]
     alpha, w, h = client.predict(second, {"box": [2, 2, 30, 30]})

@@ -331,11 +331,16 @@ def test_split_people_adds_masked_layers_and_reset_forgets_the_session(gimp_sess
     assert r["ok"] and not r["state_left"], r["message"]
 
 
-def test_16_bit_integer_image_gets_the_same_mask(gimp_session):
-    s = step(gimp_session, "u16_run")
+def precision_run(gimp_session, name: str, precision: str) -> tuple[np.ndarray, np.ndarray]:
+    """The matte of the step ``name`` (run at ``precision``) and the 8-bit run's matte."""
+    s = step(gimp_session, f"{name}_run")
     assert s["ok"], s["message"]
-    assert "U16_NON_LINEAR" in s["precision"]
-    as_u16, as_u8 = gimp_session["mask"]("u16.raw"), gimp_session["mask"]("mask1b.raw")
+    assert precision in s["precision"]
+    return gimp_session["mask"](f"{name}.raw"), gimp_session["mask"]("mask1b.raw")
+
+
+def test_16_bit_integer_image_gets_the_same_mask(gimp_session):
+    as_u16, as_u8 = precision_run(gimp_session, "u16", "U16_NON_LINEAR")
     # 8-bit → 16-bit non-linear → 8-bit gives the very same pixels back, hence the same matte; writing the "Y u8"
     # matte into a 16-bit mask and reading it back may round by one level at most.
     assert as_u16 is not None
@@ -343,10 +348,7 @@ def test_16_bit_integer_image_gets_the_same_mask(gimp_session):
 
 
 def test_float_precision_image_gets_the_same_mask(gimp_session):
-    s = step(gimp_session, "float_run")
-    assert s["ok"], s["message"]
-    assert "FLOAT_LINEAR" in s["precision"]
-    as_float, as_u8 = gimp_session["mask"]("float.raw"), gimp_session["mask"]("mask1b.raw")
+    as_float, as_u8 = precision_run(gimp_session, "float", "FLOAT_LINEAR")
     # GEGL's float → 8-bit conversion may move an input value by one level, which may move the matte a little
     # (a whole 3000-pixel boundary flipping costs about 1 level on average here), never a lot.
     assert as_float is not None
