@@ -25,6 +25,7 @@ from backend.dfimat.losses import iscn_loss
 from backend.dfimat.model import DFIMatConfig, DFIMatS, count_parameters, load_checkpoint, save_checkpoint
 from backend.dfimat.prompt_tensors import build_prompt_tensors, collate
 from backend.dfimat.prompts import PromptHistory, RoundPrompts
+from backend.dfimat.selector import QuerySelector, select_mask
 from backend.train_cache import IGNORE, open_cache
 
 MODES = ("box", "clicks", "scribbles", "text", "mixed")
@@ -113,24 +114,30 @@ def _batch_feats(caches: list[dict], samples: list[dict]) -> dict[str, torch.Ten
             for k in ("s4", "s8", "s16", "s32")}
 
 
+def round_batch(samples: list[dict], size: int, embed) -> dict[str, torch.Tensor]:
+    """The samples' prompt histories as one collated ISCN input (model square coordinates)."""
+    square = Letterbox(size, size, size)
+    return collate([build_prompt_tensors(s["history"], s["last"], square, embed) for s in samples], size)
+
+
 def run_round(model: DFIMatS, feats: dict, samples: list[dict], prev: torch.Tensor, has_prev: torch.Tensor,
               size: int, embed) -> tuple[torch.Tensor, torch.Tensor]:
-    square = Letterbox(size, size, size)
-    tensors = [build_prompt_tensors(s["history"], s["last"], square, embed) for s in samples]
-    return model.iscn(feats, collate(tensors, size), prev, has_prev)
+    return model.iscn(feats, round_batch(samples, size, embed), prev, has_prev)
 
 
 def earlier_rounds(model: DFIMatS, feats: dict, samples: list[dict], sampler: Sampler, rounds: int, size: int,
-                   embed) -> tuple[torch.Tensor, torch.Tensor]:
+                   embed, selector: QuerySelector | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run `rounds` no-gradient rounds whose corrections go to the model's own errors; returns the last round's
-    prediction (B, 1, G, G) and has_prev (B,) for the round that follows."""
+    prediction (B, 1, G, G) and has_prev (B,) for the round that follows. `selector` picks each round's mask as
+    inference would (None: the concept classifier)."""
     g = size // 4
     prev = torch.zeros(len(samples), 1, g, g)
     has_prev = torch.zeros(len(samples), dtype=torch.bool)
     with torch.no_grad():
         for _ in range(rounds):
-            masks, logits = run_round(model, feats, samples, prev, has_prev, size, embed)
-            prob = best_mask(masks, logits).sigmoid().unsqueeze(1)
+            batch = round_batch(samples, size, embed)
+            masks, logits = model.iscn(feats, batch, prev, has_prev)
+            prob = select_mask(selector, masks, logits, batch["dense"], prev, has_prev).sigmoid().unsqueeze(1)
             big = F.interpolate(prob, size=(size, size), mode="bilinear", align_corners=False)[:, 0].numpy()
             for s, p in zip(samples, big, strict=True):
                 sampler.next_round(s, p > 0.5)

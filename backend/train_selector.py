@@ -3,8 +3,11 @@
 The ISCN and MRN of `--init` stay as they are. Simulated users (the same sampler as stage 1: box, clicks, scribbles,
 text, mixed, 0-2 earlier rounds) prompt the frozen ISCN on cached training rows; for every sample the script keeps
 each query's selector features and its IoU with the ground truth on the model grid. The selector is then fitted to
-put the most probability on the best queries (cross-entropy against a softmax of the IoUs), checked on the rows it
-did not see (every 10th cache row), and written with the `--init` weights into one checkpoint.
+put the most probability on the best queries (cross-entropy against a softmax of the IoUs). Round 1's earlier rounds
+follow the concept classifier's picks; from round 2 on, samples are collected again with the fitted selector picking
+the earlier rounds' masks, as the deployed model does, and the selector is refitted on everything (DAgger style: a
+selector fitted only after the classifier's picks made later click rounds worse on held-out photos). The fit is
+checked on the rows it did not see (every 10th cache row) and written with the `--init` weights into one checkpoint.
 """
 
 from __future__ import annotations
@@ -17,21 +20,23 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from backend.dfimat.encoder import Letterbox
 from backend.dfimat.model import count_parameters, load_checkpoint, save_checkpoint
-from backend.dfimat.prompt_tensors import build_prompt_tensors, collate
 from backend.dfimat.selector import QuerySelector, query_features
 from backend.train_cache import open_cache
 from backend.train_iscn import MODES as MODE_NAMES
-from backend.train_iscn import Sampler, _batch_feats, compute_texts, earlier_rounds, run_round
+from backend.train_iscn import Sampler, _batch_feats, compute_texts, earlier_rounds, round_batch
 
 CHECK_EVERY = 10  # cache rows with row % CHECK_EVERY == 0 are kept for the check, never fitted
 TEMPERATURE = 0.05  # IoU differences of a few points decide the target distribution
 MODE_INDEX = {m: i for i, m in enumerate(MODE_NAMES)}
 
 
-def collect(model, caches: list[dict], sampler: Sampler, count: int, batch: int, embed, log) -> dict[str, np.ndarray]:
-    """Features (N, Q, F), per-query IoUs (N, Q), classifier pick (N,), mode index (N,), check flag (N,)."""
+def collect(model, caches: list[dict], sampler: Sampler, count: int, batch: int, embed, log,
+            selector: QuerySelector | None = None) -> dict[str, np.ndarray]:
+    """Features (N, Q, F), per-query IoUs (N, Q), classifier pick (N,), mode index (N,), check flag (N,).
+
+    `selector` picks the masks of the earlier rounds (None: the concept classifier), so the previous predictions
+    the recorded round sees are the ones the deployed model would have shown."""
     size = caches[0]["meta"]["size"]
     feats_out, ious_out, picks, modes, check = [], [], [], [], []
     t0 = time.time()
@@ -39,13 +44,11 @@ def collect(model, caches: list[dict], sampler: Sampler, count: int, batch: int,
         samples = [sampler.draw() for _ in range(batch)]
         feats = _batch_feats(caches, samples)
         prev, has_prev = earlier_rounds(model, feats, samples, sampler, int(sampler.rng.choice([0, 0, 0, 1, 2])),
-                                        size, embed)
+                                        size, embed, selector)
         with torch.no_grad():
-            square = Letterbox(size, size, size)
-            dense = collate([build_prompt_tensors(s["history"], s["last"], square, embed) for s in samples],
-                            size)["dense"]
-            masks, logits = run_round(model, feats, samples, prev, has_prev, size, embed)
-            qf = query_features(masks, logits, dense, prev, has_prev)
+            prompts = round_batch(samples, size, embed)
+            masks, logits = model.iscn(feats, prompts, prev, has_prev)
+            qf = query_features(masks, logits, prompts["dense"], prev, has_prev)
         gt = torch.from_numpy(np.stack([s["gt"] for s in samples])).float().unsqueeze(1)
         ign = torch.from_numpy(np.stack([s["ignore"] for s in samples])).float().unsqueeze(1)
         target = (F.avg_pool2d(gt, 4) > 0.5)  # (B, 1, G, G)
@@ -112,21 +115,28 @@ def train_selector(args: argparse.Namespace) -> int:
     caches = [open_cache(Path(p)) for p in args.cache]
     texts = [compute_texts(Path(p), c, log) for p, c in zip(args.cache, caches, strict=True)]
     encoder = TextEncoder()
-    data_path = out / "selector_samples.npz"
-    if args.resume and data_path.is_file():
-        data = dict(np.load(data_path))
-        log(f"reusing {len(data['ious'])} collected samples from {data_path}")
-    else:
-        data = collect(model, caches, Sampler(caches, texts, rng), args.samples, args.batch, encoder.embed, log)
-        np.savez(data_path, **data)
-    selector = fit(data, args.steps, args.lr, args.seed, log)
+    data: dict[str, np.ndarray] | None = None
+    selector: QuerySelector | None = None
+    sampler = Sampler(caches, texts, rng)
+    for k in range(1, args.rounds + 1):
+        # Round 1 records what follows the concept classifier's picks; later rounds record what follows the
+        # selector's own picks (as deployed) and refit on everything collected so far.
+        data_path = out / f"selector_samples_r{k}.npz"
+        if args.resume and data_path.is_file():
+            new = dict(np.load(data_path))
+            log(f"round {k}: reusing {len(new['ious'])} collected samples from {data_path}")
+        else:
+            new = collect(model, caches, sampler, args.samples, args.batch, encoder.embed, log, selector)
+            np.savez(data_path, **new)
+        data = new if data is None else {key: np.concatenate([data[key], new[key]]) for key in data}
+        selector = fit(data, args.steps, args.lr, args.seed, log)
     for split_name, rows in (("fitted rows", ~data["check"]), ("check rows (not fitted)", data["check"])):
         for mode, r in report(selector, data, rows).items():
             log(f"{split_name:<24} {mode:<10} n {r['n']:>5}  IoU classifier {r['classifier']:.3f}  "
                 f"selector {r['selector']:.3f}  best query {r['oracle']:.3f}")
     model.selector = selector
     meta = dict(meta)
-    meta["selector"] = {"samples": int(len(data["ious"])), "steps": args.steps, "caches": [str(p) for p in args.cache],
+    meta["selector"] = {"samples": int(len(data["ious"])), "rounds": args.rounds, "steps": args.steps, "caches": [str(p) for p in args.cache],
                         "init": str(args.init), "parameters": count_parameters(selector),
                         "check": report(selector, data, data["check"])}
     path = save_checkpoint(model, args.weights_out or out / "dfimat-s.pt", meta)
@@ -143,6 +153,8 @@ def add_selector_parser(sub) -> None:
     p.add_argument("--cache", type=Path, nargs="+", default=[DEFAULT_CACHE / "iscn-384"])
     p.add_argument("--out", type=Path, default=REPO / "runs" / "selector")
     p.add_argument("--weights-out", type=Path, default=None, help="checkpoint to write (default OUT/dfimat-s.pt)")
-    p.add_argument("--samples", type=int, default=6000, help="simulated prompt rounds to collect")
+    p.add_argument("--samples", type=int, default=8000, help="simulated prompt rounds to collect per round")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="collect-and-fit rounds; round 2 on collects after the round-1 selector's own picks")
     add_run_arguments(p, steps=3000, minutes=0.0, batch=16, lr=0.003)
     p.set_defaults(func=train_selector)

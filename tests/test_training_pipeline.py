@@ -96,11 +96,11 @@ def test_selector_stage_keeps_the_networks_and_adds_a_selector(runs):
     init = REPO / "models" / "dfimat-s" / "dfimat-s.pt"
     out = runs / "selector"
     log = train("selector", "--init", init, "--cache", runs / "cache", "--samples", 8, "--batch", 4,
-                "--steps", 5, "--out", out)
-    assert "check rows (not fitted)" in log or "fitted rows" in log
+                "--steps", 5, "--rounds", 2, "--out", out)
+    assert "fitted rows" in log and (out / "selector_samples_r2.npz").is_file()
     before, _ = load_checkpoint(init)
     after, meta = load_checkpoint(out / "dfimat-s.pt")
-    assert after.selector is not None and meta["selector"]["samples"] == 8
+    assert after.selector is not None and meta["selector"]["samples"] == 16  # 8 per round
     for part in ("iscn", "mrn"):
         a, b = getattr(before, part).state_dict(), getattr(after, part).state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a), part
