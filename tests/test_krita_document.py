@@ -132,6 +132,32 @@ def test_layer_output_adds_a_cutout_above_and_selection_output_replaces_selectio
     assert doc.selection().pixelData(0, 0, W, H) == ramp_alpha()
 
 
+@pytest.mark.parametrize(("version", "output"), [("5.2.9", "mask"), ("5.1.5", "mask"), ("5.2.9", "layer")])
+def test_a_written_node_is_present_until_undone(app, doc, version, output):
+    app.set_version(version)
+    node = layer_of(doc, "photo")
+    _, identity = document.write_result(doc, node, ramp_alpha(), W, H, output)
+    assert document.result_present(doc, identity)
+    _, second = document.write_result(doc, node, ramp_alpha(), W, H, output)
+    assert second != identity and document.result_present(doc, second)
+    for _ in range(2 if output == "mask" else 1):  # a mask round is two steps: add the new one, remove the old
+        doc.undo()
+    assert not document.result_present(doc, second) and document.result_present(doc, identity)
+
+
+def test_a_written_selection_is_present_until_the_selection_changes(doc):
+    node = layer_of(doc, "photo")
+    box = krita.Selection()
+    box.select(2, 1, 4, 4, 255)
+    doc.setSelection(box)
+    _, identity = document.write_result(doc, node, ramp_alpha(), W, H, "selection")
+    assert identity.startswith("selection:") and document.result_present(doc, identity)
+    doc.setSelection(box)  # what undoing the selection change shows
+    assert not document.result_present(doc, identity)
+    doc.setSelection(None)
+    assert not document.result_present(doc, identity)
+
+
 def test_bad_results_change_nothing(doc):
     node = layer_of(doc, "photo")
     before = snapshot(doc)

@@ -29,6 +29,7 @@ class RecordingClient:
     """Speaks ``dfimat_client.Client``'s non-blocking API (``submit`` -> call with done/result/cancel)."""
 
     def __init__(self, alpha_value=200):
+        self.sid = "sid-1"  # what open_image answers; another id = the backend started a new session
         self.calls = []
         self.threads = set()
         self.gate = threading.Event()
@@ -55,7 +56,7 @@ class RecordingCall:
 
     def result(self):
         if self.method == "open_image":
-            return "sid-1"
+            return self.client.sid
         if self.method == "predict":
             if self.client.fail_with:
                 raise self.client.fail_with
@@ -170,6 +171,89 @@ def test_refine_continues_the_session_with_only_the_new_stroke(setup):
     ctl.refine()  # nothing new: the stroke is not sent twice
     assert pump_until(ctl.worker, lambda: not ctl.worker.busy)
     assert [c[2] for c in client.calls if c[0] == "predict"][2]["stroke_masks"] == []
+
+
+def _paint_minus_stroke(doc, x=3, y=2):
+    """A one-pixel stroke on a new "DFIMat -" layer, the layer active (the user paints, then presses Refine)."""
+    minus = doc.add_layer("DFIMat -")
+    data = bytearray(W * H * 4)
+    data[(y * W + x) * 4 + 3] = 255
+    minus.setPixelData(bytes(data), 0, 0, W, H)
+    doc.setActiveNode(minus)
+    return minus
+
+
+def _run(ctl, command):
+    assert command() is not None
+    assert pump_until(ctl.worker, lambda: not ctl.worker.busy)
+
+
+def test_refine_after_the_mask_was_undone_starts_over_with_all_prompts(setup):
+    doc, photo, client, ctl, messages = setup
+    _run(ctl, ctl.select_person)
+    doc.undo()  # Edit > Undo takes the added mask away
+    assert photo.childNodes() == []
+    _paint_minus_stroke(doc)
+    _run(ctl, ctl.refine)
+    assert [c[0] for c in client.calls] == ["open_image", "reset", "predict"] * 2
+    last = [c[2] for c in client.calls if c[0] == "predict"][-1]
+    assert last["box"] == [2, 1, 6, 5] and [(s["x"], s["y"]) for s in last["stroke_masks"]] == [(3, 2)]
+    assert len(photo.childNodes()) == 1 and "started over" in messages[-1][0] and messages[-1][1] is False
+    _run(ctl, ctl.refine)  # the new result is there again: back to sending only what is new
+    assert [c[0] for c in client.calls][-2:] == ["open_image", "predict"]
+    assert client.calls[-1][2]["stroke_masks"] == []
+
+
+def test_undoing_a_refine_and_its_stroke_keeps_the_stroke_out_of_the_next_refine(setup):
+    doc, photo, client, ctl, messages = setup
+    _run(ctl, ctl.select_person)
+    minus = _paint_minus_stroke(doc)
+    _run(ctl, ctl.refine)
+    doc.undo()  # the refinement removed the Select mask ...
+    doc.undo()  # ... after adding its own: two steps bring the Select result back
+    (mask,) = photo.childNodes()
+    assert mask.pixelData(0, 0, W, H) == bytes([200]) * (W * H)
+    minus.setPixelData(bytes(W * H * 4), 0, 0, W, H)  # and the stroke is undone too
+    client.alpha_value = 120
+    _run(ctl, ctl.refine)
+    assert [c[0] for c in client.calls].count("reset") == 2
+    last = client.calls[-1][2]
+    assert last["box"] == [2, 1, 6, 5] and last["stroke_masks"] == []
+    (mask,) = photo.childNodes()
+    assert mask.pixelData(0, 0, W, H) == bytes([120]) * (W * H)
+
+
+@pytest.mark.parametrize("output", ["selection", "layer"])
+def test_refine_starts_over_when_a_selection_or_layer_result_is_undone(setup, output):
+    doc, photo, client, ctl, messages = setup
+    ctl.settings.output = output
+    before = doc.selection()
+    _run(ctl, ctl.select_person)
+    _run(ctl, ctl.refine)  # the result is still there: the session continues
+    assert [c[0] for c in client.calls].count("reset") == 1
+    if output == "selection":
+        doc.setSelection(before)  # what undoing both selection changes shows
+    else:
+        doc.undo()
+        doc.undo()
+        assert [n.name() for n in doc.rootNode().childNodes()] == ["photo"]
+    _run(ctl, ctl.refine)
+    assert [c[0] for c in client.calls].count("reset") == 2 and "started over" in messages[-1][0]
+
+
+def test_refine_after_a_cancelled_run_starts_over(setup):
+    doc, photo, client, ctl, messages = setup
+    _run(ctl, ctl.select_person)
+    _paint_minus_stroke(doc)
+    client.gate.clear()
+    ctl.refine()
+    assert pump_until(ctl.worker, lambda: any(c[0] == "predict" for c in client.calls[3:]))
+    ctl.cancel()  # the backend may already have added the round to its history
+    client.gate.set()
+    assert pump_until(ctl.worker, lambda: not ctl.worker.busy)
+    _run(ctl, ctl.refine)
+    assert [c[0] for c in client.calls][-3:] == ["open_image", "reset", "predict"]
+    assert [(s["x"], s["y"]) for s in client.calls[-1][2]["stroke_masks"]] == [(3, 2)]
 
 
 def test_busy_worker_refuses_a_second_run_and_layer_deleted_meanwhile_is_reported(setup):
@@ -323,3 +407,16 @@ def test_every_client_error_kind_gets_its_own_advice():
         text = controller_mod.describe_error(exc)
         assert phrase in text and text.endswith(controller_mod.NOTHING_CHANGED), (exc, text)
     assert "Cancelled" in controller_mod.describe_error(worker_mod.Cancelled())
+
+
+def test_refine_sends_everything_when_the_backend_answers_with_another_session(setup):
+    doc, photo, client, ctl, messages = setup
+    _run(ctl, ctl.select_person)
+    _paint_minus_stroke(doc)
+    client.sid = "sid-2"  # the photo changed (or the backend restarted): no history on the backend side
+    _run(ctl, ctl.refine)
+    assert [c[0] for c in client.calls].count("reset") == 1
+    last = client.calls[-1][2]
+    assert last["box"] == [2, 1, 6, 5] and [(m["x"], m["y"]) for m in last["stroke_masks"]] == [(3, 2)]
+    _run(ctl, ctl.refine)  # same session again: nothing new to send
+    assert client.calls[-1][2]["stroke_masks"] == []

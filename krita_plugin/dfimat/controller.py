@@ -119,6 +119,10 @@ class Controller:
         self.settings = Settings()
         self.memory = PromptMemory()
         self.sessions: dict[str, str] = {}
+        # Per target key: what the last Select/Refine wrote (see document.write_result), kept only while the
+        # backend's history and ``memory`` are known to match it. Refine continues a session only while that
+        # result is still in the document: once it is undone or deleted, the strokes behind it must stop counting.
+        self._results: dict[str, str] = {}
         self._last_target: str | None = None
         self.on_status: list[Callable[[str, bool], None]] = []
         self.on_progress: list[Callable[[float, str], None]] = []
@@ -137,7 +141,10 @@ class Controller:
         return self._matte(True, doc, node)
 
     def refine(self, doc: Any = None, node: Any = None) -> Job | None:
-        """Another round in the same session: only prompts not sent before are added."""
+        """Another round in the same session: only prompts not sent before are added.
+
+        If the last result is no longer in the document (Edit > Undo, deleted), this is a fresh selection instead.
+        """
         return self._matte(False, doc, node)
 
     def reset(self, doc: Any = None, node: Any = None) -> Job | None:
@@ -148,6 +155,7 @@ class Controller:
             return None
         key = f"krita:{document.node_id(node)}"
         self.memory.forget(key)
+        self._results.pop(key, None)
         sid = self.sessions.pop(key, None)
         if sid is None:
             self._status(f"DFIMat prompts for '{node.name()}' cleared.", False)
@@ -175,6 +183,9 @@ class Controller:
             return None
         output = "layer" if self.settings.output == "layer" else "mask"
         wire = prompts.to_wire()
+        for target in targets:
+            # Each layer's session is reset below: a later Refine there must start over too.
+            self._results.pop(target.key, None)
 
         def run(client: Any, job: Job) -> list:
             results = []
@@ -255,32 +266,45 @@ class Controller:
             self._status(describe_error(exc), True)
             return None
         self._last_target = target.node_id
-        if fresh:
-            self.memory.forget(target.key)
-        this_round = self.memory.new_round(target.key, prompts)
+        previous = self._results.pop(target.key, None)
+        # Until this run's result is written, the backend's history may hold a round the document does not show
+        # (cancelled, failed): the next Refine then starts over.
+        restarted = not fresh and previous is not None and not document.result_present(doc, previous)
+        fresh = fresh or previous is None or restarted
+        this_round = prompts if fresh else self.memory.new_round(target.key, prompts)
+        known_sid = self.sessions.get(target.key)
         output = self.settings.output
 
         def run(client: Any, job: Job) -> tuple:
             job.progress(0.1, "Sending the image")
             sid = call(client, job, "open_image", bgra_to_rgba(target.bgra), target.width, target.height, 4,
                        key=target.key)
+            # Another session id means the backend holds no history for this layer any more (its pixels changed,
+            # painted, or a paint undone, or the backend restarted): send everything, as a first round.
+            start_over = fresh or sid != known_sid
             if fresh:
                 call(client, job, "reset", sid)
-            job.progress(0.4, f"Matting ({this_round.summary()})")
-            result = call(client, job, "predict", sid, this_round.to_wire())
+            sent = prompts if start_over else this_round
+            job.progress(0.4, f"Matting ({sent.summary()})")
+            result = call(client, job, "predict", sid, sent.to_wire())
             job.check()
-            return sid, result
+            return sid, result, start_over, sent
 
         def done(payload: tuple) -> None:
-            sid, result = payload
+            sid, result, start_over, sent = payload
             self.sessions[target.key] = sid
-            self.memory.remember(target.key, this_round)
-            self._status(self._write(target, result, output), False)
+            if start_over:
+                self.memory.forget(target.key)
+            self.memory.remember(target.key, sent)
+            write = self._resolve(target, result, output)
+            message, self._results[target.key] = document.write_result(
+                write.doc, write.node, write.alpha, write.width, write.height, output)
+            if restarted:
+                message += " (The previous DFIMat result is no longer in the document, so DFIMat started over " \
+                           "from the current prompts.)"
+            self._status(message, False)
 
         return self._submit(run, done)
-
-    def _write(self, target: document.Target, result: tuple, output: str) -> str:
-        return _write_all([self._resolve(target, result, output)], output)[0]
 
     def _resolve(self, target: document.Target, result: tuple, output: str) -> Write:
         """The target's node now and its checked result; raises (changing nothing) if either is unusable."""

@@ -8,6 +8,7 @@ always written into a fresh node *before* it is added. Call these functions on K
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from krita import Krita, Selection
@@ -208,21 +209,47 @@ def dfimat_masks(node) -> list:
 
 
 def write_output(doc, node, alpha: bytes, width: int, height: int, output: str) -> str:
-    """Write the alpha as ``output`` ("mask", "selection" or "layer"); returns what was done, for the user.
+    """Write the alpha as ``output`` ("mask", "selection" or "layer"); returns what was done, for the user."""
+    return write_result(doc, node, alpha, width, height, output)[0]
+
+
+def write_result(doc, node, alpha: bytes, width: int, height: int, output: str) -> tuple[str, str]:
+    """:func:`write_output`, also returning an identity of what was written, for :func:`result_present`.
 
     Every change is a node addition/removal or a selection change, so Krita's undo takes it back.
     """
     check_output(doc, alpha, width, height, output)
     if output == "selection":
         doc.setSelection(_selection_from(alpha, width, height))
-        done = "Selection replaced by the DFIMat result."
+        done, added = "Selection replaced by the DFIMat result.", None
     elif output == "layer":
-        done = _add_cutout_layer(doc, node, alpha, width, height)
+        done, added = _add_cutout_layer(doc, node, alpha, width, height)
     else:
-        done = _add_mask(doc, node, alpha, width, height)
+        done, added = _add_mask(doc, node, alpha, width, height)
     doc.refreshProjection()
     doc.waitForDone()
-    return done
+    # Fingerprinted only now: Krita applies setSelection asynchronously, and what counts is what the document shows.
+    return done, selection_fingerprint(doc) if added is None else f"node:{node_id(added)}"
+
+
+def selection_fingerprint(doc) -> str:
+    """The global selection's bounds and a hash of its pixels: cheap, and changes with any undo or edit of it."""
+    sel = doc.selection()
+    if sel is None or sel.width() <= 0 or sel.height() <= 0:
+        return "selection:none"
+    x, y, w, h = sel.x(), sel.y(), sel.width(), sel.height()
+    return f"selection:{x},{y},{w},{h}:{hashlib.sha1(bytes(sel.pixelData(x, y, w, h))).hexdigest()}"
+
+
+def result_present(doc, identity: str) -> bool:
+    """Whether the result :func:`write_result` identified is still in the document (not undone or deleted).
+
+    Undo removes an added node from the layer tree (redo puts the same node, same unique id, back).
+    """
+    kind, _, uid = identity.partition(":")
+    if kind == "node":
+        return find_node(uid)[1] is not None
+    return selection_fingerprint(doc) == identity
 
 
 def _selection_from(alpha: bytes, width: int, height: int):
@@ -231,17 +258,18 @@ def _selection_from(alpha: bytes, width: int, height: int):
     return sel
 
 
-def _add_cutout_layer(doc, node, alpha: bytes, width: int, height: int, name: str = CUTOUT_NAME) -> str:
+def _add_cutout_layer(doc, node, alpha: bytes, width: int, height: int,
+                      name: str = CUTOUT_NAME) -> tuple[str, object]:
     source = bytes(node.projectionPixelData(0, 0, width, height)) if node.type() != "paintlayer" \
         else bytes(node.pixelData(0, 0, width, height))
     layer = doc.createNode(name, "paintlayer")
     layer.setPixelData(with_alpha(source, alpha), 0, 0, width, height)
     parent = node.parentNode() or doc.rootNode()
     parent.addChildNode(layer, node)
-    return f"Added layer '{name}' above '{node.name()}'."
+    return f"Added layer '{name}' above '{node.name()}'.", layer
 
 
-def _add_mask(doc, node, alpha: bytes, width: int, height: int) -> str:
+def _add_mask(doc, node, alpha: bytes, width: int, height: int) -> tuple[str, object]:
     old = dfimat_masks(node)
     if hasattr(doc, "createTransparencyMask"):
         mask = doc.createTransparencyMask(MASK_NAME)
@@ -249,7 +277,7 @@ def _add_mask(doc, node, alpha: bytes, width: int, height: int) -> str:
         node.addChildNode(mask, None)
         done = f"Added transparency mask '{MASK_NAME}' to '{node.name()}'."
     elif _gui_mask_available(doc):
-        _add_mask_through_action(doc, node, alpha, width, height)
+        mask = _add_mask_through_action(doc, node, alpha, width, height)
         done = f"Added transparency mask '{MASK_NAME}' to '{node.name()}'."
     else:
         # Krita 5.1 without a window: no API creates a working transparency mask. A local selection mask keeps
@@ -261,7 +289,7 @@ def _add_mask(doc, node, alpha: bytes, width: int, height: int) -> str:
                 f"without a window: added local selection mask '{SELECTION_MASK_NAME}' to '{node.name()}'.")
     for previous in old:
         previous.remove()
-    return done
+    return done, mask
 
 
 def _gui_mask_available(doc) -> bool:
@@ -273,7 +301,7 @@ def _gui_mask_available(doc) -> bool:
             and node_id(view.document().rootNode()) == node_id(doc.rootNode()))
 
 
-def _add_mask_through_action(doc, node, alpha: bytes, width: int, height: int) -> None:
+def _add_mask_through_action(doc, node, alpha: bytes, width: int, height: int):
     """Krita 5.1: the "Add Transparency Mask" action turns the global selection into a working mask."""
     app = Krita.instance()
     before = {node_id(c) for c in node.childNodes()}
@@ -288,6 +316,7 @@ def _add_mask_through_action(doc, node, alpha: bytes, width: int, height: int) -
         if not added:
             raise DocumentError("Krita did not create the transparency mask; nothing was changed.")
         added[0].setName(MASK_NAME)
+        return added[0]
     finally:
         if previous_selection is not None:
             doc.setSelection(previous_selection)
