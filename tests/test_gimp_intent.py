@@ -300,6 +300,94 @@ def test_state_without_a_selection_print_still_loads():
     assert state.session == "s" and state.selection is None
 
 
+# --- undo: the last run's result is gone ---
+
+WRITTEN = alpha_with(400, 300, [(50, 50, 150, 250)], value=230)
+
+
+def _never_read_mask():
+    raise AssertionError("the mask pixels were read although its size already tells")
+
+
+def _after_mask_output():
+    """Round 1 (box) and round 2 (a "DFIMat -" stroke) sent; round 2 wrote WRITTEN as the layer mask."""
+    _, state = it.next_round(_intent_with_strokes([]), None, "s")
+    _, state = it.next_round(_intent_with_strokes([(0, 0, 4, 4)]), state, "s")
+    state.mask = it.mask_print(400, 300, WRITTEN)  # what select_person stores after writing the mask
+    return it.RoundState.from_bytes(state.to_bytes())
+
+
+def test_mask_still_in_place_continues_the_session():
+    state = _after_mask_output()
+    intent = _intent_with_strokes([(0, 0, 4, 4), (100, 200, 103, 202)])
+    assert not it.last_result_changed(state, intent, (150, 100, 250, 300), (400, 300), lambda: WRITTEN)
+    prompts, _, restart = it.plan_round(intent, state, "s", False)
+    assert not restart and prompts["box"] is None
+    (mask,) = prompts["stroke_masks"]
+    assert (mask["x"], mask["y"], mask["width"], mask["height"]) == (100, 200, 3, 2)
+
+
+@pytest.mark.parametrize(("size", "read"), [
+    (None, _never_read_mask),  # undone (the mask was added by the run) or deleted
+    ((400, 301), _never_read_mask),  # another size
+    ((400, 300), lambda: alpha_with(400, 300, [(50, 50, 150, 250)], value=229)),  # undone to the old mask, edited
+])
+def test_undone_or_edited_mask_starts_over_with_the_full_intent(size, read):
+    state = _after_mask_output()
+    # The user took round 2 back (Ctrl+Z, and the stroke away) and paints a new stroke elsewhere.
+    intent = _intent_with_strokes([(100, 200, 103, 202)])
+    changed = it.last_result_changed(state, intent, (150, 100, 250, 300), size, read)
+    assert changed
+    prompts, new_state, restart = it.plan_round(intent, state, "s", changed)
+    assert restart and prompts == intent.to_prompts() and prompts["box"] == [50.0, 50.0, 150.0, 250.0]
+    # The new state is exactly what was sent: the undone stroke is not remembered as already sent.
+    assert set(new_state.strokes) == {"9"} and it.new_pixels(intent.stroke_masks[0], new_state.strokes["9"]) is None
+    # Painted again later, the undone stroke is new to the restarted session and is sent.
+    prompts, _, _ = it.plan_round(_intent_with_strokes([(0, 0, 4, 4), (100, 200, 103, 202)]), new_state, "s")
+    (mask,) = prompts["stroke_masks"]
+    assert (mask["x"], mask["y"], mask["width"], mask["height"]) == (0, 0, 4, 4)
+
+
+def test_a_new_session_needs_no_reset_and_no_state_means_nothing_changed():
+    state = _after_mask_output()
+    intent = _intent_with_strokes([(100, 200, 103, 202)])
+    prompts, _, restart = it.plan_round(intent, state, "other", True)
+    assert not restart and prompts == intent.to_prompts()
+    assert not it.last_result_changed(None, intent, None, None, _never_read_mask)
+    prompts, _, restart = it.plan_round(intent, None, "s", False)
+    assert not restart and prompts == intent.to_prompts()
+
+
+def test_nothing_new_still_starts_over():
+    state = _after_mask_output()
+    intent = _intent_with_strokes([(0, 0, 4, 4)])
+    assert not it.last_result_changed(state, intent, (150, 100, 250, 300), (400, 300), lambda: WRITTEN)
+    prompts, _, restart = it.plan_round(intent, state, "s", False)
+    assert restart and prompts == intent.to_prompts()
+
+
+def test_undone_selection_output_starts_over_but_a_dropped_selection_does_not():
+    state = _after_selection_output()
+    # Ctrl+Z brings back the rectangle the user drew: it is not the written matte.
+    undone = it.build_intent(LAYER, (150, 100, 250, 300), state=state, read_selection=lambda: b"\xff" * 20000)
+    assert it.last_result_changed(state, undone, (150, 100, 250, 300), None, _never_read_mask)
+    prompts, new_state, restart = it.plan_round(undone, state, "s", True)
+    assert restart and prompts["box"] == [50.0, 50.0, 150.0, 250.0] and new_state.selection is None
+    # Still the matte: refine on it.
+    kept = it.build_intent(LAYER, MATTE_BOUNDS, state=state, read_selection=lambda: MATTE)
+    assert not it.last_result_changed(state, kept, MATTE_BOUNDS, None, _never_read_mask)
+    # Select → None to paint outside the matte is the documented way to refine, not an undo.
+    dropped = it.build_intent(LAYER, None, stroke_layers=[it.StrokeLayer("DFIMat -", 9, LAYER,
+                                                                         alpha_with(400, 300, [(0, 0, 4, 4)]))])
+    assert not it.last_result_changed(state, dropped, None, None, _never_read_mask)
+
+
+def test_state_mask_print_round_trips_and_older_states_have_none():
+    state = _after_mask_output()
+    assert state.mask == [400, 300, it.mask_print(400, 300, WRITTEN)[2]]
+    assert it.RoundState.from_bytes(b'{"v": 1, "session": "s", "mask": "junk"}').mask is None
+
+
 # --- batch ---
 
 

@@ -2,7 +2,8 @@
 
 One GIMP session (GUI under Xvfb, driven by tests/editors/gimp_driver.py) does the whole user story on a real
 multi-person COCO photo: box from a rectangle selection → layer mask, Ctrl+Z, re-run, a "DFIMat -" stroke to
-refine, Ctrl+Z of the refinement, selection output (and a re-run on it), a batch over two layers, paths, 16-bit and
+refine, Ctrl+Z of the refinement, a re-run after it with a new stroke (the undone round must not count), selection
+output (and a re-run on it), a batch over two layers, paths, 16-bit and
 float images, and a backend that refuses the token. The tests below check what it recorded. Run alone with
 ``pytest -m gimp -rs``. The default model must be committed: without it (and without DFIMAT_GIMP_TEST_WEIGHTS)
 the session fails instead of testing a random model.
@@ -279,6 +280,21 @@ def test_refinement_run_is_one_undo_step(gimp_session):
     assert s["ok"], s["message"]
     assert gimp_session["mask"]("mask2.raw") is not None
     assert step(gimp_session, "undo_refine")["equals_before"], "one Ctrl+Z did not restore the pre-refinement mask"
+
+
+def test_rerun_after_undo_starts_from_what_the_image_shows(gimp_session):
+    s = step(gimp_session, "rerun_after_undo")
+    assert s["ok"], s["message"]
+    person = gimp_session["person"]
+    undone, fresh = gimp_session["mask"]("undone_rerun.raw"), gimp_session["mask"]("fresh_rerun.raw")
+    assert undone is not None and fresh is not None
+    # Same prompts (box + the new stroke) in a fresh session: the undone refinement no longer counts.
+    def agree(x: np.ndarray, y: np.ndarray) -> float:
+        return float(((x >= 128) & (y >= 128)).sum() / max(1, ((x >= 128) | (y >= 128)).sum()))
+
+    print(f"re-run after undo vs a fresh session: IoU {agree(undone, fresh):.4f}, identical "
+          f"{np.array_equal(undone, fresh)}; IoU with the person {iou(undone, person):.3f}")
+    assert agree(undone, fresh) > 0.98
 
 
 def test_selection_output_matches_the_mask(gimp_session):

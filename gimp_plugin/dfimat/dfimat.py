@@ -141,7 +141,8 @@ def _stroke_layers(image, target: it.Rect) -> list[it.StrokeLayer]:
     return out
 
 
-def _collect_intent(image, target, text: str, state: it.RoundState | None) -> it.Intent:
+def _collect_intent(image, target, text: str, state: it.RoundState | None) -> tuple[it.Intent, tuple | None]:
+    """The intent and the selection bounds it was read with."""
     rect = _rect_of(target)
     bounds = _selection_bounds(image)
     intent = it.build_intent(
@@ -149,7 +150,17 @@ def _collect_intent(image, target, text: str, state: it.RoundState | None) -> it
         dialog_text=text, layer_name=target.get_name(),
         state=state, read_selection=lambda: _read_selection(image, bounds),
     )
-    return it.require_prompt(intent)
+    return it.require_prompt(intent), bounds
+
+
+def _mask_size(layer) -> tuple[int, int] | None:
+    mask = layer.get_mask()
+    return None if mask is None else (mask.get_width(), mask.get_height())
+
+
+def _mask_print(layer) -> list | None:
+    mask = layer.get_mask()
+    return None if mask is None else it.mask_print(mask.get_width(), mask.get_height(), _read(mask, "Y u8"))
 
 
 def _session_key(image, layer) -> str:
@@ -169,7 +180,8 @@ def _store_state(layer, state: it.RoundState | None) -> None:
             layer.detach_parasite(STATE_PARASITE)
         return
     # Flags 0: not persistent (a session id means nothing after GIMP restarts) and not undoable, so storing
-    # the state adds no undo step and never marks the image dirty.
+    # the state adds no undo step and never marks the image dirty. Ctrl+Z therefore leaves it describing the
+    # undone round; the result fingerprint it holds is how the next run notices (``it.last_result_changed``).
     layer.attach_parasite(Gimp.Parasite.new(STATE_PARASITE, 0, list(state.to_bytes())))
 
 
@@ -280,16 +292,19 @@ def _predict_layer(image, layer, text: str) -> tuple[bytes, it.RoundState, list[
     """Read, ask the backend; nothing in the image is touched here. Returns the matte, the round state and
     notes about prompt parts that were ignored (outside the layer)."""
     previous = _load_state(layer)
-    intent = _collect_intent(image, layer, text, previous)
+    intent, bounds = _collect_intent(image, layer, text, previous)
     w, h = layer.get_width(), layer.get_height()
     pixels = _read(layer, RGB)
     backend = link.Link(_tick)
     session = backend.open_image(pixels, w, h, 3, key=_session_key(image, layer))
-    prompts, state = it.next_round(intent, previous, session)
-    if it.round_is_empty(prompts):
-        # Nothing was added since the last run: start the session over from everything the image shows.
+    # Only a continued session needs the check, and the mask is read only when its size still matches.
+    changed = previous is not None and previous.session == session and it.last_result_changed(
+        previous, intent, bounds, _mask_size(layer), lambda: _read(layer.get_mask(), "Y u8"))
+    prompts, state, restart = it.plan_round(intent, previous, session, changed)
+    if restart:
+        # Nothing was added since the last run, or its result was undone or edited: start the session over
+        # from everything the image shows now.
         backend.reset(session)
-        prompts = intent.to_prompts()
     alpha, aw, ah = backend.predict(session, prompts)
     if (aw, ah) != (w, h) or len(alpha) != w * h:
         raise link.UserError(f"The backend answered with a {aw}x{ah} matte for a {w}x{h} layer; re-run install.py.")
@@ -308,9 +323,12 @@ def select_person(image, drawables, config) -> None:
             _write_selection(image, layer, alpha)
     finally:
         image.undo_group_end()
+    # Read back what GIMP holds (the selection clipped to the canvas, the mask in the image's precision), so the
+    # next run recognises exactly this result, and notices when it is gone.
     if output == "selection":
-        # Read back what GIMP holds (clipped to the canvas), so the next run recognises exactly this selection.
-        state.selection = _selection_print(image)
+        state.selection, state.mask = _selection_print(image), None
+    else:
+        state.mask = _mask_print(layer)
     _store_state(layer, state)
     if notes:
         Gimp.message("DFIMat: " + "; ".join(notes))

@@ -9,6 +9,10 @@ each *new* input with the previous prediction, so a re-run must send only what t
 run. ``RoundState`` remembers what was sent (it is stored in a parasite on the target layer) and
 ``next_round`` computes the difference. After a run with selection output the selection *is* the matte; the
 state keeps its fingerprint so that the next run does not mistake the matte's bounds for a new box.
+
+The state also keeps a fingerprint of the result the run wrote (layer mask or selection). The parasite is not
+undoable, so after Ctrl+Z (or a hand edit) it still describes the undone round; ``last_result_changed`` notices
+that the result is gone and ``plan_round`` then starts the session over from what the image shows now.
 """
 
 from __future__ import annotations
@@ -375,12 +379,14 @@ class RoundState:
     strokes: dict[str, dict] = field(default_factory=dict)
     # Fingerprint (``selection_print``) of the selection a run wrote, kept while that selection stays in place.
     selection: list | None = None
+    # Fingerprint (``mask_print``) of the layer mask the last run wrote; None after a selection output.
+    mask: list | None = None
 
     def to_bytes(self) -> bytes:
         return json.dumps({
             "v": STATE_VERSION, "session": self.session, "box": self.box, "text": self.text,
             "clicks": self.clicks, "scribbles": self.scribbles, "strokes": self.strokes,
-            "selection": self.selection,
+            "selection": self.selection, "mask": self.mask,
         }).encode()
 
     @classmethod
@@ -392,10 +398,11 @@ class RoundState:
             d = json.loads(raw.decode())
             if d.get("v") != STATE_VERSION or not isinstance(d.get("session"), str):
                 return None
-            selection = d.get("selection")
+            selection, mask = d.get("selection"), d.get("mask")
             return cls(d["session"], d.get("box"), d.get("text"), list(d.get("clicks", [])),
                        list(d.get("scribbles", [])), dict(d.get("strokes", {})),
-                       selection if isinstance(selection, list) else None)
+                       selection if isinstance(selection, list) else None,
+                       mask if isinstance(mask, list) else None)
         except (ValueError, AttributeError, TypeError):
             return None
 
@@ -418,6 +425,32 @@ def is_own_selection(state: RoundState | None, bounds: Sequence[int] | None,
     if not stored or bounds is None or [int(v) for v in bounds] != stored[:4]:
         return False
     return selection_print(bounds, read_selection()) == stored
+
+
+def mask_print(width: int, height: int, mask: bytes) -> list:
+    """Fingerprint of a layer mask: its size and a hash of its "Y u8" bytes."""
+    return [int(width), int(height), hashlib.blake2b(mask, digest_size=16).hexdigest()]
+
+
+def last_result_changed(state: RoundState | None, intent: Intent, selection_bounds: Sequence[int] | None,
+                        mask_size: tuple[int, int] | None, read_mask: Callable[[], bytes]) -> bool:
+    """True when the result the last run wrote is no longer in the image (undone, edited by hand, deleted).
+
+    A layer mask is compared by size first (no mask or another size: changed, nothing read), then by hash.
+    A selection output is compared by the fingerprint ``build_intent`` already checked
+    (``intent.selection_is_matte``). No selection at all does not count as a change: dropping the selection to
+    paint outside it is how a user refines (an undone run that started without a selection looks the same and
+    keeps the session; Start Over forgets it).
+    """
+    if state is None:
+        return False
+    if state.mask is not None:
+        if mask_size is None or [int(v) for v in mask_size] != state.mask[:2]:
+            return True
+        return mask_print(*mask_size, read_mask()) != state.mask
+    if state.selection is not None:
+        return selection_bounds is not None and not intent.selection_is_matte
+    return False
 
 
 def _click_key(click: Sequence) -> str:
@@ -516,3 +549,19 @@ def next_round(intent: Intent, state: RoundState | None, session: str) -> tuple[
 
 def round_is_empty(prompts: dict) -> bool:
     return not any(prompts.get(k) for k in ("box", "clicks", "scribbles", "text", "stroke_masks"))
+
+
+def plan_round(intent: Intent, state: RoundState | None, session: str,
+               result_changed: bool = False) -> tuple[dict, RoundState, bool]:
+    """``next_round`` plus the decision to start the session over: (prompts, state to store, reset first).
+
+    The session starts over from the whole intent when nothing is new (a plain re-run) or when the last run's
+    result is gone (``last_result_changed``): its prompts and its prediction must not steer this run. The
+    stored state is then exactly the intent sent, so nothing of the dropped rounds is taken as already sent.
+    """
+    prompts, new_state = next_round(intent, state, session)
+    if state is None or state.session != session or not (result_changed or round_is_empty(prompts)):
+        return prompts, new_state, False
+    _, restart = next_round(intent, None, session)
+    restart.selection = new_state.selection  # a matte selection still in place stays recognised
+    return intent.to_prompts(), restart, True

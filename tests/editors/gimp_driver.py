@@ -120,7 +120,11 @@ def stroke_line(alpha1, gt, box):
     else:
         row = int(y0 + 0.75 * (y1 - y0))
         line = alpha1[row] >= 128
-    # Longest run of True in the row.
+    return (row, *middle_of_longest_run(line))
+
+
+def middle_of_longest_run(line) -> tuple[int, int]:
+    """(x0, x1): the middle 60 % of the longest run of True in a row."""
     best, start, best_span = 0, None, (0, 0)
     for x, on in enumerate(list(line) + [False]):
         if on and start is None:
@@ -131,7 +135,7 @@ def stroke_line(alpha1, gt, box):
             start = None
     a, b = best_span
     shrink = (b - a) // 5
-    return row, a + shrink, max(a + shrink + 2, b - shrink)
+    return a + shrink, max(a + shrink + 2, b - shrink)
 
 
 def paint_negative_stroke(image, layer, row: int, x0: int, x1: int, width: int):
@@ -284,10 +288,31 @@ def main() -> None:
     log("undo_refine", has_mask=after is not None, **keys,
         equals_before=bool(after is not None and np.array_equal(after, alpha1b)))
 
+    # 6b. Re-run after that Ctrl+Z. The round state (a non-undoable parasite) still describes the undone
+    # refinement, and the backend session still holds its stroke and prediction. A user who took the refinement
+    # back wipes its stroke too (deleting the layer here), paints a new "DFIMat -" stroke elsewhere and brings the
+    # box back. The run must start from what the image shows (box + new stroke), as a fresh session does after
+    # Start Over; continuing the session would let the undone stroke keep cutting the matte.
+    image.remove_layer(stroke_layer)
+    new_row = int(y0 + (0.35 if row > (y0 + y1) / 2 else 0.8) * (y1 - y0))
+    nx0, nx1 = middle_of_longest_run(alpha1b[new_row] >= 128)
+    new_stroke = paint_negative_stroke(image, layer, new_row, nx0, nx1, width)
+    select_box(image)
+    ok, msg, secs = run_proc("plug-in-dfimat-layer-mask", image, [layer], output="mask")
+    undone_rerun = read_mask(layer)
+    reset_ok, _, _ = run_proc("plug-in-dfimat-reset", image, [layer])
+    fresh_ok, fresh_msg, _ = run_proc("plug-in-dfimat-layer-mask", image, [layer], output="mask")
+    fresh = read_mask(layer)
+    for name, m in (("undone_rerun.raw", undone_rerun), ("fresh_rerun.raw", fresh)):
+        if m is not None:
+            save(name, m)
+    image.remove_layer(new_stroke)
+    log("rerun_after_undo", ok=ok and reset_ok and fresh_ok, message=msg or fresh_msg, seconds=secs,
+        stroke={"row": new_row, "x0": nx0, "x1": nx1, "width": width})
+
     # 7. Selection output: the matte becomes the selection (canvas coordinates), nothing else changes. Without
     # the stroke layer and with the same box there is nothing new, so the session restarts from the box alone
     # and must give the box run's matte again.
-    image.remove_layer(stroke_layer)
     image.select_rectangle(Gimp.ChannelOps.REPLACE, x0 + pad_x, y0 + pad_y, x1 - x0, y1 - y0)
     ok, msg, secs = run_proc("plug-in-dfimat-select-person", image, [layer], output="selection", text="")
     save("selection.raw", read_selection(image, w, h))
