@@ -180,7 +180,7 @@ def gimp_session(tmp_path_factory):
             home = prepare_home()
             start = time.monotonic()
             run = debian13.run_in_root(
-                ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", "gimp-3.0", "--no-splash",
+                [*debian13.xvfb_run(), "gimp-3.0", "--no-splash",
                  "--batch-interpreter=python-fu-eval", "-b", "-", "--quit"],
                 binds=[work, home],
                 env={"HOME": str(home), "DFIMAT_CONFIG": str(work / "config.json"),

@@ -164,5 +164,6 @@ def test_krita_52_gui_action_docker_and_undo(backend, tmp_path):
     realtest.prepare_gui_home(home)
     env = realtest.gui_env(home, params, backend.config, out / "kth.json")
     binds = [realtest.HARNESS, home, out, backend.config.parent, case.image.parent]
-    run = debian13.run_in_root([*XVFB, "timeout", "900", "krita", "--nosplash"], binds=binds, env=env, timeout=960)
+    run = debian13.run_in_root([*debian13.xvfb_run(), "timeout", "900", "krita", "--nosplash"], binds=binds, env=env,
+                               timeout=960)
     _check_gui(out, case, backend, "5.2", run)

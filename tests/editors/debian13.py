@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -265,6 +266,18 @@ def run_in_root(
         args += ["sh", "-c", 'mkdir -p "$HOME" && exec "$@"', "sh"]
     args += list(cmd)
     return subprocess.run(args, timeout=timeout, capture_output=True, text=True, input=input)
+
+
+def xvfb_run(screen: str = "1280x1024x24") -> list[str]:
+    """``xvfb-run`` for a command in the root. The root's /tmp is private, so ``-a`` there cannot see the host's X
+    servers, yet X's abstract sockets are shared (same network namespace): starting at :99 collided with a host
+    Xvfb still shutting down ("could not connect to display :99"). Start from a number no host server uses."""
+    try:
+        used = set(re.findall(r"@/tmp/\.X11-unix/X(\d+)", Path("/proc/net/unix").read_text()))
+    except OSError:
+        used = set()
+    n = next(n for n in range(150, 1000) if str(n) not in used and not Path(f"/tmp/.X{n}-lock").exists())
+    return ["xvfb-run", "-a", "-n", str(n), "-s", f"-screen 0 {screen}"]
 
 
 if __name__ == "__main__":
