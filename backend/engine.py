@@ -17,6 +17,11 @@ cropped around it, that crop is encoded once (cached in the session per region) 
 all prompts mapped into the crop; the MRN then refines the focused mask. The session's previous prediction stays the whole-image one, so the next round's first pass and the
 region choice do not depend on the focus pass.
 
+Text grounding (default on; `Engine.load(text_grounding=False)` or $DFIMAT_TEXT_GROUNDING=0 turns it off; see
+`backend.grounding`): while a session's prompts are text only, the people in the photo are found once (mediapipe
+pose), described in words, and the person whose description is closest to the text is added as a box for that
+round's networks only; the session keeps just the text.
+
 Errors: `backend.dfimat.prompts.PromptError` (ValueError) for bad prompts, `ImageError` (ValueError) for images
 that cannot be converted, `SessionError` (KeyError) for unknown or closed sessions.
 """
@@ -24,10 +29,11 @@ that cannot be converted, `SessionError` (KeyError) for unknown or closed sessio
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -37,8 +43,9 @@ import torch
 from backend.dfimat.encoder import Letterbox
 from backend.dfimat.model import DFIMatS, load_checkpoint
 from backend.dfimat.prompt_tensors import build_prompt_tensors, collate
-from backend.dfimat.prompts import PromptError, PromptHistory, RoundPrompts
+from backend.dfimat.prompts import Box, PromptError, PromptHistory, RoundPrompts
 from backend.dfimat.selector import select_mask
+from backend.envflag import env_flag
 from backend.focus import (
     FOCUS_CACHE,
     RegionBox,
@@ -48,6 +55,9 @@ from backend.focus import (
     select_region,
     target_extent,
 )
+from backend.grounding import Candidate, describe, match
+
+log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 # benchmarks/bench_engine.py on the 2-core CPU (MODEL_CARD.md): onnxruntime 79 ms per round vs torch 111 ms. So
@@ -140,6 +150,8 @@ class _Session:
     # which is the CRM's previous mask when the next round focuses on the same region.
     crops: dict[tuple[int, int, int, int], dict[str, torch.Tensor]] = field(default_factory=dict)
     focus_prev: tuple[tuple[int, int, int, int], np.ndarray] | None = None
+    # Text grounding: the people found in the image, described in words; None until a text-only round needs them.
+    candidates: list[Candidate] | None = None
 
     def nbytes(self) -> int:
         feats = sum(t.numel() * t.element_size() for t in self.feats.values())
@@ -155,7 +167,7 @@ class Engine:
     model_name = "dfimat-s"
 
     def __init__(self, model: DFIMatS, device: torch.device, meta: dict | None = None, onnx=None,
-                 focus: bool | None = None) -> None:
+                 focus: bool | None = None, text_grounding: bool | None = None) -> None:
         self.model = model.to(device).eval()
         self.device = device
         self.meta = meta or {}
@@ -165,17 +177,23 @@ class Engine:
         self._lock = threading.RLock()
         self._text = None
         self.focus = focus_enabled_default() if focus is None else bool(focus)
+        self.text_grounding = env_flag("DFIMAT_TEXT_GROUNDING", True) if text_grounding is None \
+            else bool(text_grounding)
 
     @classmethod
     def load(cls, device: str | None = None, weights: str | Path | None = None,
-             runtime: str | None = None, focus: bool | None = None) -> Engine:
+             runtime: str | None = None, focus: bool | None = None,
+             text_grounding: bool | None = None) -> Engine:
         """Load weights (default: `default_weights()`) onto `device` ("cpu", "cuda"; default CUDA if available).
 
         runtime: "torch" or "onnx"; default $DFIMAT_RUNTIME, else "onnx" when the weights ship with matching exported
         graphs (`ONNX_SUBDIR`), else "torch". Asking for "onnx" without shipped graphs exports them once into the
         user cache.
 
-        focus: run the focus pass (`backend.focus`); default $DFIMAT_FOCUS, else `backend.focus.FOCUS_DEFAULT`."""
+        focus: run the focus pass (`backend.focus`); default $DFIMAT_FOCUS, else `backend.focus.FOCUS_DEFAULT`.
+
+        text_grounding: resolve text-only rounds to a detected person's box (`backend.grounding`); default
+        $DFIMAT_TEXT_GROUNDING, else on. Needs mediapipe; without it the ISCN's text path answers alone."""
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
@@ -188,7 +206,7 @@ class Engine:
             raise ValueError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
         model, meta = load_checkpoint(path, "cpu")
         onnx = _onnx_runtime(model, path) if runtime == "onnx" else None
-        return cls(model, torch.device(device), meta, onnx, focus)
+        return cls(model, torch.device(device), meta, onnx, focus, text_grounding)
 
     # -- sessions ---------------------------------------------------------------------------------------------
     def open(self, image: np.ndarray) -> str:
@@ -208,7 +226,7 @@ class Engine:
             source = self._get(sid)
             new = uuid.uuid4().hex
             self._sessions[new] = _Session(image=source.image, letterbox=source.letterbox, feats=source.feats,
-                                           crops=dict(source.crops))
+                                           crops=dict(source.crops), candidates=source.candidates)
         return new
 
     def _encode(self, image: np.ndarray, lb: Letterbox) -> dict[str, torch.Tensor]:
@@ -257,8 +275,15 @@ class Engine:
             new = RoundPrompts.from_dict(prompts, w, h)
             history = PromptHistory(list(s.history.rounds))
             history.add(new)
-            coarse = self._localise(s, history, new)
-            focused = self._focus(s, history, new, coarse) if self.focus else None
+            # A grounded box prompts the networks for this round only; the session keeps what the user gave, so a
+            # later click corrects the shown prediction instead of fighting a box the user never drew.
+            seen, seen_new = history, new
+            box = self._grounded_box(s, history)
+            if box is not None:
+                seen_new = replace(new, box=Box(*box))
+                seen = PromptHistory([*s.history.rounds, seen_new])
+            coarse = self._localise(s, seen, seen_new)
+            focused = self._focus(s, seen, seen_new, coarse) if self.focus else None
             if focused is None:
                 alpha = self._refine(s.image, s.letterbox, coarse)
             else:
@@ -271,6 +296,26 @@ class Engine:
             s.history, s.prev = history, coarse
             s.focus_prev = None if focused is None else (focused[0].region, focused[1])
             return alpha
+
+    def _grounded_box(self, s: _Session, history: PromptHistory) -> list[float] | None:
+        """The box of the person a text-only history means, or None (grounding off, other prompts given, nobody
+        found, or no description close to the text)."""
+        if not self.text_grounding or history.text is None or history.box is not None or history.clicks \
+                or history.scribbles:
+            return None
+        if s.candidates is None:
+            try:
+                from backend.people import pose_detector
+
+                found = pose_detector().find(s.image)
+            except RuntimeError as exc:  # mediapipe missing: the ISCN's own text path still answers
+                log.warning("text grounding is off: %s", exc)
+                self.text_grounding = False
+                return None
+            s.candidates = describe(found.small, found.people)
+        self._embed_text(history.text)  # loads the encoder
+        pick = match(history.text, s.candidates, self._text.embed_many)
+        return None if pick is None else s.candidates[pick].box
 
     def _localise(self, s: _Session, history: PromptHistory, new: RoundPrompts,
                   view: tuple[dict[str, torch.Tensor], Letterbox, np.ndarray | None] | None = None) -> np.ndarray:

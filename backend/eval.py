@@ -49,7 +49,7 @@ from backend.data import (
     split,
 )
 from backend.metrics import VS_BINARY_NOTE, boundary_f, iou, leak, matting_vs_binary, noc
-from backend.refexpr import expressions
+from backend.refexpr import expressions, reword
 from backend.simulate import (
     MODES,
     ROUNDS,
@@ -75,6 +75,7 @@ class EvalConfig:
     min_frac: float = 0.01
     seed: int = 0
     matting_metrics: bool = True
+    reword_text: bool = False  # say every generated expression another way (backend.refexpr.reword)
 
 
 @dataclass
@@ -188,6 +189,8 @@ def _evaluate_item(method: Any, item: Item, cfg: EvalConfig, times: list[dict], 
     texts: list[list[str]] = [[] for _ in people]
     if {"text", "mixed"} & set(cfg.modes):
         texts = expressions(people, image)
+        if cfg.reword_text:
+            texts = [[reword(t) for t in ts] for ts in texts]
     t = time.perf_counter()
     sid = method.open(image)
     info["open_ms"] = 1e3 * (time.perf_counter() - t)
@@ -435,6 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-frac", type=float, default=0.01, help="smallest target, as a fraction of the image")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-matting-metrics", action="store_true", help="skip SAD/MSE/GRAD/CONN (faster)")
+    p.add_argument("--reword-text", action="store_true",
+                   help="text/mixed: use hand-written rewordings of the generated expressions (backend.refexpr.reword)")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -467,11 +472,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     cfg = EvalConfig(modes=modes, max_clicks=args.max_clicks, max_expressions=args.max_expressions,
-                     min_frac=args.min_frac, seed=args.seed, matting_metrics=not args.no_matting_metrics)
+                     min_frac=args.min_frac, seed=args.seed, matting_metrics=not args.no_matting_metrics,
+                     reword_text=args.reword_text)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     report = evaluate(method, sets, cfg, log)
     report["method"] = args.method
     report["weights"] = args.weights
+    report["reword_text"] = args.reword_text
+    report["text_grounding"] = getattr(method, "text_grounding", None)
     if hasattr(method, "shutdown"):
         method.shutdown()
     title = f"{args.method} on {', '.join(ds.name for ds, _ in sets)}"

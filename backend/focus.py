@@ -8,12 +8,12 @@ the pure geometry; `backend.engine` does the running and caching.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from backend.dfimat.encoder import Letterbox
+from backend.envflag import env_flag
 
 # Margin around the target's extent, as a fraction of its longer side on each side: the ISCN was trained on whole
 # photos where the person has context around them, and the MRN adds its own 15 % on top.
@@ -33,12 +33,7 @@ FOCUS_CACHE = 4
 
 def focus_enabled_default() -> bool:
     """$DFIMAT_FOCUS ("0"/"false"/"off" disables, "1"/"true"/"on" enables), else `FOCUS_DEFAULT`."""
-    value = os.environ.get("DFIMAT_FOCUS", "").strip().lower()
-    if value in ("1", "true", "on", "yes"):
-        return True
-    if value in ("0", "false", "off", "no"):
-        return False
-    return FOCUS_DEFAULT
+    return env_flag("DFIMAT_FOCUS", FOCUS_DEFAULT)
 
 
 @dataclass(frozen=True)

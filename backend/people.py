@@ -2,13 +2,15 @@
 
 mediapipe's whole-frame pose detector returns one person per call, so people are found one at a time: detect,
 paint the found person out of the picture, detect again (offline-models.md §2, "List everyone"). The boxes
-then prompt the DFIMat engine, which does the actual matting.
+then prompt the DFIMat engine, which does the actual matting. `PoseDetector.find` also returns each person's
+mask, which text grounding (`backend.grounding`) describes in words.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -18,8 +20,18 @@ MAX_PEOPLE = 12
 DETECT_MAX_SIDE = 1280  # mediapipe works at 256 px inside; a bigger input only costs time
 MIN_MASK_FRACTION = 0.002  # a "person" smaller than this share of the image is detector noise
 BOX_PADDING = 0.05
+DUPLICATE_OVERLAP = 0.5  # of the smaller mask: two finds overlapping this much are one person
 
 Detector = Callable[[np.ndarray], list[list[float]]]
+
+
+@dataclass(frozen=True)
+class Found:
+    """What `PoseDetector.find` saw: the (possibly downscaled) photo it looked at, and per person the box in the
+    original image's pixels with the person's mask on ``small``."""
+
+    small: np.ndarray
+    people: list[tuple[list[float], np.ndarray]]
 
 
 class PoseDetector:
@@ -41,13 +53,17 @@ class PoseDetector:
         self._pose.close()
 
     def __call__(self, image: np.ndarray) -> list[list[float]]:
+        return [box for box, _ in self.find(image).people]
+
+    def find(self, image: np.ndarray) -> Found:
+        """Everyone found in ``image``: boxes in image pixels, masks on a copy downscaled to <= DETECT_MAX_SIDE."""
         height, width = image.shape[:2]
         scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
         small = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA) \
             if scale < 1.0 else image.copy()
-        work = np.ascontiguousarray(small)
+        work = np.ascontiguousarray(small).copy()  # painted over below; `small` keeps the true colours
         blurred = cv2.GaussianBlur(work, (0, 0), sigmaX=max(3.0, max(work.shape[:2]) / 40))
-        boxes: list[list[float]] = []
+        people: list[tuple[list[float], np.ndarray]] = []
         with self._lock:
             for _ in range(self.max_people):
                 result = self._pose.process(work)
@@ -56,11 +72,18 @@ class PoseDetector:
                 mask = result.segmentation_mask > self.threshold
                 if mask.mean() < MIN_MASK_FRACTION:
                     break
-                boxes.append(_box_of(mask, scale, width, height))
+                # The paint-out can leave enough of a person for a second, overlapping find: keep the first.
+                if not any(_overlap(mask, seen) > DUPLICATE_OVERLAP for _, seen in people):
+                    people.append((_box_of(mask, scale, width, height), mask))
                 # Paint the person out (with a margin) so the next pass finds someone else.
                 grown = cv2.dilate(mask.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
                 work[grown] = blurred[grown]
-        return boxes
+        return Found(small=small, people=people)
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over the smaller mask's area."""
+    return float((a & b).sum()) / max(1, min(int(a.sum()), int(b.sum())))
 
 
 def _box_of(mask: np.ndarray, scale: float, width: int, height: int) -> list[float]:
@@ -77,16 +100,21 @@ _default: PoseDetector | None = None
 _default_lock = threading.Lock()
 
 
-def default_detector(engine: Any = None) -> Detector:
-    """The engine's own person finder when it has one, else a shared mediapipe PoseDetector."""
-    own = getattr(engine, "detect_people", None)
-    if callable(own):
-        return own
+def pose_detector() -> PoseDetector:
+    """The process-wide mediapipe PoseDetector, made on first use (its graph takes ~0.5 s to build)."""
     global _default
     with _default_lock:
         if _default is None:
             _default = PoseDetector()
         return _default
+
+
+def default_detector(engine: Any = None) -> Detector:
+    """The engine's own person finder when it has one, else the shared mediapipe PoseDetector."""
+    own = getattr(engine, "detect_people", None)
+    if callable(own):
+        return own
+    return pose_detector()
 
 
 def matte_people(engine: Any, image: np.ndarray, prompts: dict, every_person: bool = False,

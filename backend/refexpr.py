@@ -11,13 +11,14 @@ median colour can tell. ``docs/evaluation.md`` says so wherever text results are
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-__all__ = ["PersonFacts", "person_facts", "colour_name", "expressions"]
+__all__ = ["PersonFacts", "person_facts", "colour_name", "expressions", "reword"]
 
 # Margins that make a fact "clear": a neighbour this close is too close to tell apart in words.
 X_MARGIN = 0.04      # of the image width, between centroids
@@ -223,3 +224,34 @@ def expressions(masks: Sequence[np.ndarray], image: np.ndarray | None) -> list[l
                 seen.append(phrase)
         result.append(seen)
     return result
+
+
+# Hand-written rewordings, none of which `expressions` produces: what a user might type instead. They exist to test
+# that text matching (backend.grounding) does not depend on the generator's exact wording. Applied in order.
+_REWORDINGS: tuple[tuple[str, str], ...] = (
+    (r"^the person in the photo$", "the human in this picture"),
+    (r"^the person$", "that human"),
+    (r"on the far (left|right)", r"at the very \1 edge"),
+    (r"the (left|right)most person", r"the person furthest \1"),
+    (r"the person on the (left|right)", r"the one standing on the \1 side"),
+    (r"the (left|right) person", r"whoever is on the \1"),
+    (r"the (first|second|third) (.*?)from the (left|right)", r"the \1 \2counting from the \3"),
+    (r"in the middle", "in the centre"),
+    (r"the middle person", "the one in the center"),
+    (r"the person wearing (\w+)", r"someone dressed in \1"),
+    (r"the person in (black|white|grey|red|orange|yellow|brown|green|blue|purple|pink)$", r"the one with the \1 top"),
+    (r"the (largest|biggest) person", "the person taking up the most space"),
+    (r"the smallest person", "the tiniest figure"),
+    (r"the person in front", "the person nearest the camera"),
+    (r"the closest person", "whoever is nearest to us"),
+    (r"the person at the back", "the person in the background"),
+    (r"the person furthest away", "the most distant person"),
+    (r"\bperson\b", "figure"),
+)
+
+
+def reword(phrase: str) -> str:
+    """A generated expression said another way (see `_REWORDINGS`); same meaning, other words."""
+    for pattern, replacement in _REWORDINGS:
+        phrase = re.sub(pattern, replacement, phrase)
+    return phrase
