@@ -21,6 +21,7 @@ DETECT_MAX_SIDE = 1280  # mediapipe works at 256 px inside; a bigger input only 
 MIN_MASK_FRACTION = 0.002  # a "person" smaller than this share of the image is detector noise
 BOX_PADDING = 0.05
 DUPLICATE_OVERLAP = 0.5  # of the smaller mask: two finds overlapping this much are one person
+TILE_FRACTION = 0.6  # corner crops for small people: 60 % of each side, so any person up to 20 % wide fits one whole
 
 Detector = Callable[[np.ndarray], list[list[float]]]
 
@@ -55,15 +56,27 @@ class PoseDetector:
     def __call__(self, image: np.ndarray) -> list[list[float]]:
         return [box for box, _ in self.find(image).people]
 
-    def find(self, image: np.ndarray) -> Found:
-        """Everyone found in ``image``: boxes in image pixels, masks on a copy downscaled to <= DETECT_MAX_SIDE."""
+    def find(self, image: np.ndarray, tiles: bool = False) -> Found:
+        """Everyone found in ``image``: boxes in image pixels, masks on a copy downscaled to <= DETECT_MAX_SIDE.
+
+        ``tiles``: also look in the four overlapping corner crops (`TILE_FRACTION` of each side), where small
+        people are big enough for mediapipe's 256 px input; a find that touches a crop's inner edge is cut off there
+        and dropped (another crop or the whole image holds the person whole). About twice the time."""
         height, width = image.shape[:2]
         scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
         small = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA) \
             if scale < 1.0 else image.copy()
-        work = np.ascontiguousarray(small).copy()  # painted over below; `small` keeps the true colours
+        masks = self._passes(small)
+        if tiles:
+            masks += self._tiled(small, masks)
+        return Found(small=small, people=[(_box_of(m, scale, width, height), m) for m in masks])
+
+    def _passes(self, picture: np.ndarray, known: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Detect, paint the person out, detect again; new masks only (none overlapping ``known`` or each other)."""
+        work = np.ascontiguousarray(picture).copy()  # painted over below; the caller's picture keeps its colours
         blurred = cv2.GaussianBlur(work, (0, 0), sigmaX=max(3.0, max(work.shape[:2]) / 40))
-        people: list[tuple[list[float], np.ndarray]] = []
+        seen = list(known or [])
+        new: list[np.ndarray] = []
         with self._lock:
             for _ in range(self.max_people):
                 result = self._pose.process(work)
@@ -73,12 +86,30 @@ class PoseDetector:
                 if mask.mean() < MIN_MASK_FRACTION:
                     break
                 # The paint-out can leave enough of a person for a second, overlapping find: keep the first.
-                if not any(_overlap(mask, seen) > DUPLICATE_OVERLAP for _, seen in people):
-                    people.append((_box_of(mask, scale, width, height), mask))
-                # Paint the person out (with a margin) so the next pass finds someone else.
+                if not any(_overlap(mask, m) > DUPLICATE_OVERLAP for m in seen):
+                    seen.append(mask)
+                    new.append(mask)
                 grown = cv2.dilate(mask.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
                 work[grown] = blurred[grown]
-        return Found(small=small, people=people)
+        return new
+
+    def _tiled(self, small: np.ndarray, known: list[np.ndarray]) -> list[np.ndarray]:
+        h, w = small.shape[:2]
+        th, tw = int(h * TILE_FRACTION), int(w * TILE_FRACTION)
+        found: list[np.ndarray] = []
+        for y0 in (0, h - th):
+            for x0 in (0, w - tw):
+                for m in self._passes(small[y0:y0 + th, x0:x0 + tw]):
+                    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+                    cut = (x0 > 0 and cols[0] == 0) or (x0 + tw < w and cols[-1] == tw - 1) \
+                        or (y0 > 0 and rows[0] == 0) or (y0 + th < h and rows[-1] == th - 1)
+                    if cut:
+                        continue
+                    full = np.zeros((h, w), bool)
+                    full[y0:y0 + th, x0:x0 + tw] = m
+                    if not any(_overlap(full, k) > DUPLICATE_OVERLAP for k in known + found):
+                        found.append(full)
+        return found[: max(0, self.max_people - len(known))]
 
 
 def _overlap(a: np.ndarray, b: np.ndarray) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -17,6 +18,7 @@ from backend.refexpr import expressions, reword
 
 torch.set_num_threads(1)
 PENNFUDAN = Path(__file__).resolve().parents[2] / "shared" / "data" / "pennfudan-sample"
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +88,17 @@ def test_detector_keeps_one_find_per_person():
         found = detector.find(image)
         assert found.people == [] and found.small.shape == image.shape
         assert not found.small.any()  # the painted-over working copy is not what callers get
+        # A big person and a small one far away: the whole-frame pass sees only the big one, the corner crops the
+        # small one too (measured: the small one is missed whole-frame up to ~220 px on this 1400 px canvas).
+        person = cv2.cvtColor(cv2.imread(str(REPO / "samples" / "astronaut.png")), cv2.COLOR_BGR2RGB)
+        canvas = np.full((1000, 1400, 3), 90, np.uint8)
+        canvas[100:612, 100:612] = person
+        canvas[700:900, 1100:1300] = cv2.resize(person, (200, 200), interpolation=cv2.INTER_AREA)
+        assert len(detector.find(canvas).people) == 1
+        boxes = [box for box, _ in detector.find(canvas, tiles=True).people]
+        assert len(boxes) == 2
+        x0, y0, x1, y1 = boxes[1]
+        assert 1050 < x0 < x1 < 1320 and 650 < y0 < y1 < 960, boxes
     finally:
         detector.close()
 
