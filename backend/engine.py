@@ -64,9 +64,6 @@ REPO = Path(__file__).resolve().parents[1]
 # weights that ship with exported graphs (`<weights dir>/onnx/`, stamped with the weights' sha256) run under
 # onnxruntime by default; other weights (e.g. fresh training checkpoints) run under torch unless asked.
 ONNX_SUBDIR = "onnx"
-# Text grounding's people finder also looks in overlapping corner crops (`backend.people.PoseDetector.find`): right
-# person 56 -> 60 % on the realistic-v3 validation composites, 46 -> 50 % on the held-out photos (model card).
-FINDER_TILES_DEFAULT = True
 
 __all__ = ["Engine", "ImageError", "PromptError", "SessionError", "default_weights", "to_rgb_uint8"]
 
@@ -317,7 +314,7 @@ class Engine:
             try:
                 from backend.people import pose_detector
 
-                found = pose_detector().find(s.image, tiles=env_flag("DFIMAT_FINDER_TILES", FINDER_TILES_DEFAULT))
+                found = pose_detector().find(s.image)
             except RuntimeError as exc:  # mediapipe missing: the ISCN's own text path still answers
                 log.warning("text grounding is off: %s", exc)
                 self.text_grounding = False

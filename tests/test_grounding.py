@@ -85,7 +85,7 @@ def test_detector_keeps_one_find_per_person():
     image = np.zeros((240, 320, 3), np.uint8)
     detector = PoseDetector()
     try:
-        found = detector.find(image)
+        found = detector.find(image, tiles=False)
         assert found.people == [] and found.small.shape == image.shape
         assert not found.small.any()  # the painted-over working copy is not what callers get
         # A big person and a small one far away: the whole-frame pass sees only the big one, the corner crops the
@@ -94,7 +94,7 @@ def test_detector_keeps_one_find_per_person():
         canvas = np.full((1000, 1400, 3), 90, np.uint8)
         canvas[100:612, 100:612] = person
         canvas[700:900, 1100:1300] = cv2.resize(person, (200, 200), interpolation=cv2.INTER_AREA)
-        assert len(detector.find(canvas).people) == 1
+        assert len(detector.find(canvas, tiles=False).people) == 1
         boxes = [box for box, _ in detector.find(canvas, tiles=True).people]
         assert len(boxes) == 2
         x0, y0, x1, y1 = boxes[1]
