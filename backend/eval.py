@@ -15,6 +15,9 @@ instance; the one labelled person; or everyone together). Prompts come from ``ba
 * text — generated referring expressions (``backend.refexpr``): IoU and hit rate (IoU >= 0.5 with the target and
   higher than with any other labelled person);
 * mixed — 5 rounds: text + one visual prompt, then clicks or scribbles: IoU per round.
+* people (not in the default list) — "every person in this image" (`backend.people.matte_people`, what "Split
+  People into Layers" and batch every-person run): one matte per found person; per target the best IoU among the
+  mattes, the share of targets found (best IoU >= 0.5), and the number of mattes that match no labelled person.
 
 Each mode's final prediction (box; 5th click; 5th round; first expression) also gets leak, boundary F (3 px) and
 SAD / MSE / GRAD / CONN against the BINARY mask (labelled so: there is no alpha ground truth). Times are wall-clock
@@ -49,6 +52,7 @@ from backend.data import (
     split,
 )
 from backend.metrics import VS_BINARY_NOTE, boundary_f, iou, leak, matting_vs_binary, noc
+from backend.people import matte_people
 from backend.refexpr import expressions, reword
 from backend.simulate import (
     MODES,
@@ -62,6 +66,8 @@ from backend.simulate import (
 __all__ = ["EvalConfig", "evaluate", "summarise", "format_table", "write_plot", "main"]
 
 METHODS = ("dfimat", "grabcut", "mediapipe")
+EVAL_MODES = (*MODES, "people")
+UNMATCHED_IOU = 0.3  # a matte this far from every labelled person (and not on ignore pixels) matches nobody
 HIT_IOU = 0.5
 STOP_IOU = 0.90
 MIN_CLICKS = 5
@@ -191,6 +197,10 @@ def _evaluate_item(method: Any, item: Item, cfg: EvalConfig, times: list[dict], 
         texts = expressions(people, image)
         if cfg.reword_text:
             texts = [[reword(t) for t in ts] for ts in texts]
+    if "people" in cfg.modes:
+        _evaluate_people(method, item, image, targets, times, records)
+    if not set(cfg.modes) - {"people"}:
+        return info
     t = time.perf_counter()
     sid = method.open(image)
     info["open_ms"] = 1e3 * (time.perf_counter() - t)
@@ -200,7 +210,7 @@ def _evaluate_item(method: Any, item: Item, cfg: EvalConfig, times: list[dict], 
             others_union = targets.others(i)
             others = [p for j, p in enumerate(people) if j != i]
             for mode in cfg.modes:
-                if mode in unsupported:
+                if mode in unsupported or mode == "people":
                     continue
                 rng = np.random.default_rng(_seed(cfg.seed, item.key, i, mode))
                 method.reset(sid)
@@ -230,6 +240,25 @@ def _evaluate_item(method: Any, item: Item, cfg: EvalConfig, times: list[dict], 
     finally:
         method.close(sid)
     return info
+
+
+def _evaluate_people(method: Any, item: Item, image: np.ndarray, targets: Targets, times: list[dict],
+                     records: list[dict]) -> None:
+    """Mode people: one matte per found person; a record per target (best IoU over the mattes), the image's matte
+    count and unmatched count on its first target's record."""
+    t = time.perf_counter()
+    mattes = [alpha >= 0.5 for _, alpha in matte_people(method, image, {}, every_person=True)]
+    times.append({"mode": "people", "round": 1, "ms": 1e3 * (time.perf_counter() - t)})
+    labelled = targets.people()
+    unmatched = sum(1 for m in mattes if max((iou(m, p, targets.ignore) for p in labelled), default=0.0) < UNMATCHED_IOU
+                    and (m & targets.ignore).sum() <= 0.5 * m.sum())
+    for i, gt in enumerate(targets.masks):
+        scores = [iou(m, gt, targets.ignore) for m in mattes]
+        record = {"set": item.set_name, "item": item.id, "target": i, "mode": "people", "area_frac": float(gt.mean()),
+                  "all_people": targets.all_people, "ious": [max(scores, default=0.0)]}
+        if i == 0:
+            record.update({"mattes": len(mattes), "unmatched": unmatched})
+        records.append(record)
 
 
 def evaluate(method: Any, sets: Sequence[tuple[DataSet, Sequence[Item]]], cfg: EvalConfig,
@@ -302,6 +331,11 @@ def summarise(records: list[dict], times: list[dict], opens: list[float], cfg: E
         runs = [r["ious"] for r in recs]
         if mode == "box":
             s["iou"] = _mean([r[0] for r in runs])
+        elif mode == "people":
+            s["iou"] = _mean([r[0] for r in runs])
+            s["found"] = _mean([float(r[0] >= HIT_IOU) for r in runs])
+            s["mattes"] = sum(r.get("mattes", 0) for r in recs)
+            s["unmatched"] = sum(r.get("unmatched", 0) for r in recs)
         elif mode == "clicks":
             for n in (1, 3, 5):
                 s[f"iou@{n}"] = _mean([_at(r, n) for r in runs])
@@ -357,6 +391,9 @@ def format_table(report: dict, title: str = "") -> str:
                         f"NoC85 {_f(s['noc85'], '{:.1f}')} NoC90 {_f(s['noc90'], '{:.1f}')}")
         elif mode == "text":
             iou_text = f"IoU {_f(s['iou'])} hit {_f(s['hit_rate'], '{:.0%}')} ({s['expressions']} expr)"
+        elif mode == "people":
+            iou_text = (f"best {_f(s['iou'])} found {_f(s['found'], '{:.0%}')} mattes {s['mattes']} "
+                        f"({s['unmatched']} unmatched)")
         else:
             iou_text = "rounds " + " ".join(f"{v:.3f}" for v in s["curve"])
         lines.append(
@@ -426,7 +463,8 @@ def make_method(name: str, weights: str | None = None) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m backend.eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", nargs="+", required=True, type=Path, help="data set folders (with manifest.json)")
-    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
+    p.add_argument("--modes", default=",".join(MODES),
+                   help=f"comma-separated subset of {','.join(EVAL_MODES)} (default: all but people)")
     p.add_argument("--method", default="dfimat", choices=METHODS)
     p.add_argument("--weights", default=None, help="DFIMat-S checkpoint (default: the engine's default)")
     p.add_argument("--limit", type=int, default=None, help="at most N items per data set")
@@ -446,9 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _parse_modes(text: str) -> tuple[str, ...]:
     modes = tuple(m.strip() for m in text.split(",") if m.strip())
-    bad = [m for m in modes if m not in MODES]
+    bad = [m for m in modes if m not in EVAL_MODES]
     if bad or not modes:
-        raise ValueError(f"unknown mode(s) {bad or text!r}; choose from {','.join(MODES)}")
+        raise ValueError(f"unknown mode(s) {bad or text!r}; choose from {','.join(EVAL_MODES)}")
     return modes
 
 

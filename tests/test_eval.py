@@ -146,3 +146,30 @@ def test_empty_selection_reports_nothing_without_crashing(tmp_path):
     from backend.eval import write_plot
 
     assert write_plot(report, tmp_path / "empty.png").is_file()
+
+
+class BoxOracle(Oracle):
+    """Finds the left person and a patch of background; a box gives the person under its centre (or nothing)."""
+
+    def detect_people(self, image):
+        return [[20.0, 15.0, 62.0, 105.0], [130.0, 0.0, 159.0, 12.0]]
+
+    def predict(self, sid, prompts):
+        if prompts.get("box"):
+            x0, y0, x1, y1 = prompts["box"]
+            value = self.labels[int((y0 + y1) / 2), int((x0 + x1) / 2)]
+            return (self.labels == value).astype(np.float32) if value else np.zeros(self.labels.shape, np.float32)
+        return super().predict(sid, prompts)
+
+
+def test_people_mode_scores_every_person_mattes(tmp_path, capsys):
+    ds = load_set(make_set(tmp_path / "blobs", 1))
+    labels = cv2.imread(str(ds.items[0].instances_path), cv2.IMREAD_UNCHANGED)
+    report = evaluate(BoxOracle(labels), [(ds, ds.items)], EvalConfig(modes=("people",), matting_metrics=False))
+    s = report["summary"]["people"]
+    # Two targets: the left one matted exactly, the right one never found; the background patch matches nobody.
+    assert s["n"] == 2 and s["iou"] == pytest.approx(0.5) and s["found"] == pytest.approx(0.5)
+    assert s["mattes"] == 2 and s["unmatched"] == 1
+    assert "found 50%" in format_table(report)
+    assert main(["--data", str(ds.root), "--method", "grabcut", "--modes", "people,box", "--quiet"]) == 0
+    assert "people" in capsys.readouterr().out
