@@ -42,12 +42,29 @@ class Candidate:
     phrases: tuple[str, ...]
 
 
+# The generator words the outermost person by the number of people ("on the left" among two, "leftmost" among more);
+# a user does not count first, so an outermost candidate is described by every wording of its side.
+_SIDES = tuple(
+    (f"the person on the {side}", f"the {side} person", f"the {side}most person", f"the person on the far {side}")
+    for side in ("left", "right")
+)
+
+
+def _with_side_wordings(phrases: list[str]) -> tuple[str, ...]:
+    out = list(phrases)
+    for wordings in _SIDES:
+        if any(w in phrases for w in wordings):
+            out += [w for w in wordings if w not in out]
+    return tuple(out)
+
+
 def describe(small: np.ndarray, people: Sequence[tuple[list[float], np.ndarray]]) -> list[Candidate]:
     """Candidates from a detector's output: ``small`` is the photo the masks are on (facts are scale-free)."""
     if not people:
         return []
     phrases = expressions([mask for _, mask in people], small)
-    return [Candidate(box=list(box), phrases=tuple(p)) for (box, _), p in zip(people, phrases, strict=True)]
+    return [Candidate(box=list(box), phrases=_with_side_wordings(p))
+            for (box, _), p in zip(people, phrases, strict=True)]
 
 
 def match(text: str, candidates: Sequence[Candidate], embed: Embed,

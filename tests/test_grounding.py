@@ -50,6 +50,11 @@ def test_sentences_pick_the_described_person(encoder):
                       ("the rightmost one", 2), ("the kid in red", 0), ("the biggest one", 2),
                       ("the green shirt", 1)):
         assert match(text, candidates, encoder.embed_many) == who, text
+    # The outermost people carry every wording of their side, whether the photo shows two people or more.
+    assert {"the person on the left", "the leftmost person"} <= set(candidates[0].phrases)
+    two = describe(image, [people[0], people[2]])
+    assert "the rightmost person" in two[1].phrases and "the person on the right" in two[1].phrases
+    assert match("the rightmost person", two, encoder.embed_many) == 1
     # Nothing like any description: no pick, so the ISCN's own text path answers.
     assert match("a bowl of soup", candidates, encoder.embed_many) is None
     assert match("the person", [], encoder.embed_many) is None
