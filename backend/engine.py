@@ -315,15 +315,20 @@ class Engine:
     def _found_people(self, s: _Session) -> list[Candidate]:
         """The people in the session's image, found and described once (an empty list without mediapipe)."""
         if s.candidates is None:
-            try:
-                from backend.people import pose_detector
+            from backend.people import pose_detector
 
-                found = pose_detector().find(s.image)
+            try:
+                detector = pose_detector()
             except RuntimeError as exc:  # mediapipe missing: the ISCN's own text path still answers
                 log.warning("text grounding is off: %s", exc)
                 self.text_grounding = False
                 return []
-            s.candidates = describe(found.small, found.people)
+            try:
+                found = detector.find(s.image)
+                s.candidates = describe(found.small, found.people)
+            except Exception:  # a native finder failing on one image must not cost the user the round
+                log.exception("the people finder failed on this image; the text query answers alone")
+                s.candidates = []
         return s.candidates
 
     def _localise(self, s: _Session, history: PromptHistory, new: RoundPrompts,

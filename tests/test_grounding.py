@@ -140,3 +140,28 @@ def test_engine_text_only_round_selects_the_named_person():
     assert engine._sessions[sid].history.box is None
     engine.close(sid)
     assert Engine.load(device="cpu", text_grounding=False).text_grounding is False
+
+
+def test_a_failing_or_missing_finder_leaves_the_text_round_to_the_iscn(tmp_path, monkeypatch):
+    import backend.people
+    from backend.dfimat.model import build_tiny_checkpoint
+
+    engine = Engine.load(device="cpu", weights=build_tiny_checkpoint(tmp_path / "tiny.pt"), text_grounding=True)
+    image = np.random.default_rng(0).integers(0, 255, (60, 80, 3)).astype(np.uint8)
+
+    class Broken:
+        def find(self, image):
+            raise ValueError("native finder error")
+
+    monkeypatch.setattr(backend.people, "pose_detector", lambda: Broken())
+    sid = engine.open(image)
+    alpha = engine.predict(sid, {"text": "the person on the left"})
+    assert alpha.shape == (60, 80) and engine._sessions[sid].candidates == [] and engine.text_grounding
+
+    def missing():
+        raise RuntimeError("listing every person needs mediapipe")
+
+    monkeypatch.setattr(backend.people, "pose_detector", missing)
+    other = engine.open(image)
+    assert engine.predict(other, {"text": "the person on the left"}).shape == (60, 80)
+    assert engine.text_grounding is False  # said once in the log, then not tried again
