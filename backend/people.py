@@ -21,12 +21,16 @@ from backend.envflag import env_flag
 MAX_PEOPLE = 12
 DETECT_MAX_SIDE = 1280  # mediapipe works at 256 px inside; a bigger input only costs time
 MIN_MASK_FRACTION = 0.002  # a "person" smaller than this share of the image is detector noise
-BOX_PADDING = 0.05
+# Boxes are the found mask's own extent: the ISCN learned from tight boxes (+-8 % jitter), and a 5 % margin cost it on
+# finder boxes (held-out every-person best IoU 0.455 -> 0.441, text grounding 55 -> 50 % right; validation 0.636 -> 0.629,
+# 62 -> 61 %). Kept as a setting for detectors whose masks run short of the person.
+BOX_PADDING = 0.0
 DUPLICATE_OVERLAP = 0.5  # of the smaller mask: two finds overlapping this much are one person
 TILE_FRACTION = 0.6  # corner crops for small people: 60 % of each side, so any person up to 20 % wide fits one whole
 # Corner crops on by default ($DFIMAT_FINDER_TILES=0 turns them off). Held-out photos: the every-person split finds
 # 52 % instead of 48 % of the people (IoU >= 0.5; mean best IoU 0.412 -> 0.441) and text grounding picks the right
-# person for 50 % instead of 46 % of the expressions (56 -> 60 % on the validation composites); ~2x finder time.
+# person for 50 % instead of 46 % of the expressions (56 -> 60 % on the validation composites), both measured with 5 % box
+# padding; ~2x finder time.
 TILES_DEFAULT = True
 
 Detector = Callable[[np.ndarray], list[list[float]]]
