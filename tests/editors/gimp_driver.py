@@ -385,6 +385,16 @@ def main() -> None:
     ok, msg, secs = run_proc("plug-in-dfimat-reset", image, [layer])
     log("reset_run", ok=ok, message=msg, state_left=layer.get_parasite("dfimat-round-state") is not None)
 
+    # 10b. Text alone (no selection, no paths, the dialog's text): the backend finds the people and takes the one the
+    # words describe. Start over afterwards so the paths below start a fresh session again.
+    Gimp.Selection.none(image)
+    ok, msg, secs = run_proc("plug-in-dfimat-layer-mask", image, [layer], output="mask", text=SCENARIO["text"])
+    m = read_mask(layer)
+    if m is not None:
+        save("text.raw", m)
+    reset_ok, _, _ = run_proc("plug-in-dfimat-reset", image, [layer])
+    log("text_run", ok=ok and reset_ok, message=msg, seconds=secs, text=SCENARIO["text"])
+
     # 11. Paths, no selection: a one-anchor path on the person (click) and, as a user who wants only this person
     # would do, a "bg" line across the other person next to them (negative scribble).
     Gimp.Selection.none(image)
