@@ -65,6 +65,10 @@ REPO = Path(__file__).resolve().parents[1]
 # weights that ship with exported graphs (`<weights dir>/onnx/`, stamped with the weights' sha256) run under
 # onnxruntime by default; other weights (e.g. fresh training checkpoints) run under torch unless asked.
 ONNX_SUBDIR = "onnx"
+# Loose boxes (`tightened_box`): the second pass's box is the first answer's extent plus 2 %, and it runs only when
+# that keeps at most 90 % of the user's box. Both chosen before measuring.
+TIGHTEN_MARGIN = 0.02
+TIGHTEN_KEEP = 0.9
 
 __all__ = ["Engine", "ImageError", "PromptError", "SessionError", "default_weights", "to_rgb_uint8"]
 
@@ -78,6 +82,28 @@ class SessionError(KeyError):
 
     def __str__(self) -> str:  # KeyError would print the repr of its argument
         return str(self.args[0]) if self.args else "unknown session"
+
+
+def tightened_box(box: Box, coarse: np.ndarray, lb: Letterbox) -> Box | None:
+    """``box`` shrunk to the coarse mask's extent (+ `TIGHTEN_MARGIN`), or None when that would keep more than
+    `TIGHTEN_KEEP` of its area (the box was already tight) or the mask is empty.
+
+    Measured (model card, "Loose boxes"): held-out one-box IoU with boxes 15 % larger than tight 0.611 -> 0.629,
+    validation 0.802 -> 0.812; tight boxes unchanged (0.698 -> 0.699, 0.862 -> 0.863)."""
+    fg = coarse > 0.5
+    if not fg.any():
+        return None
+    ys, xs = np.nonzero(fg)
+    cell = lb.size / coarse.shape[0] / lb.scale  # one grid cell in image pixels
+    x0, x1, y0, y1 = xs.min() * cell, (xs.max() + 1) * cell, ys.min() * cell, (ys.max() + 1) * cell
+    mx, my = TIGHTEN_MARGIN * (x1 - x0), TIGHTEN_MARGIN * (y1 - y0)
+    nx0, ny0 = max(box.x0, x0 - mx), max(box.y0, y0 - my)
+    nx1, ny1 = min(box.x1, x1 + mx), min(box.y1, y1 + my)
+    if nx1 - nx0 < 2 or ny1 - ny0 < 2:
+        return None
+    if (nx1 - nx0) * (ny1 - ny0) > TIGHTEN_KEEP * (box.x1 - box.x0) * (box.y1 - box.y0):
+        return None
+    return Box(nx0, ny0, nx1, ny1)
 
 
 def default_weights() -> Path:
@@ -284,6 +310,13 @@ class Engine:
                 seen_new = replace(new, box=Box(*box))
                 seen = PromptHistory([*s.history.rounds, seen_new])
             coarse = self._localise(s, seen, seen_new)
+            # A user's rectangle is looser than the tight boxes the ISCN learned from, and then takes in neighbours:
+            # when the first answer fills clearly less than the box, ask again with the box shrunk around it.
+            tight = tightened_box(seen.box, coarse, s.letterbox) if seen.box is not None else None
+            if tight is not None:
+                seen = PromptHistory([replace(r, box=tight) if r.box is not None else r for r in seen.rounds])
+                seen_new = seen.rounds[-1]
+                coarse = self._localise(s, seen, seen_new)
             # A first round without a box has only the marks and a partial coarse mask to place the region by; the
             # whole-image answer is better there (held-out clicks IoU@1 0.464 -> 0.490; model card, "Focus pass").
             placed = seen.box is not None or len(history) > 1

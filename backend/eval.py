@@ -51,6 +51,7 @@ from backend.data import (
     read_image,
     split,
 )
+from backend.dfimat.prompts import Box
 from backend.metrics import VS_BINARY_NOTE, boundary_f, iou, leak, matting_vs_binary, noc
 from backend.people import matte_people
 from backend.refexpr import expressions, reword
@@ -82,6 +83,7 @@ class EvalConfig:
     seed: int = 0
     matting_metrics: bool = True
     reword_text: bool = False  # say every generated expression another way (backend.refexpr.reword)
+    box_margin: float = 0.0  # box mode: grow the tight box by this fraction of its size on every side
 
 
 @dataclass
@@ -111,8 +113,15 @@ class _Timed:
         return np.asarray(alpha, np.float32)
 
 
-def _run_box(m: _Timed, sid: str, gt: np.ndarray, rng: np.random.Generator, ignore: np.ndarray) -> _Run:
-    alpha = m.predict(sid, simulate_first_round("box", gt, rng).to_dict(), "box", 1)
+def _run_box(m: _Timed, sid: str, gt: np.ndarray, rng: np.random.Generator, ignore: np.ndarray,
+             margin: float = 0.0) -> _Run:
+    box = simulate_first_round("box", gt, rng).box
+    if margin > 0:
+        # A user's rectangle, not a tight one: every side moved out by `margin` of the box's size, kept in the image.
+        h, w = gt.shape
+        mx, my = margin * (box.x1 - box.x0), margin * (box.y1 - box.y0)
+        box = Box(max(0.0, box.x0 - mx), max(0.0, box.y0 - my), min(float(w), box.x1 + mx), min(float(h), box.y1 + my))
+    alpha = m.predict(sid, {"box": box.as_list()}, "box", 1)
     return _Run([iou(alpha, gt, ignore)], alpha)
 
 
@@ -216,7 +225,7 @@ def _evaluate_item(method: Any, item: Item, cfg: EvalConfig, times: list[dict], 
                 method.reset(sid)
                 try:
                     if mode == "box":
-                        run = _run_box(timed, sid, gt, rng, targets.ignore)
+                        run = _run_box(timed, sid, gt, rng, targets.ignore, cfg.box_margin)
                     elif mode == "clicks":
                         run = _run_clicks(timed, sid, gt, rng, targets.ignore, cfg.max_clicks)
                     elif mode == "text":
@@ -288,7 +297,8 @@ def evaluate(method: Any, sets: Sequence[tuple[DataSet, Sequence[Item]]], cfg: E
     report = {
         "data": data_info,
         "settings": {"modes": list(cfg.modes), "max_clicks": cfg.max_clicks, "max_expressions": cfg.max_expressions,
-                     "min_frac": cfg.min_frac, "seed": cfg.seed},
+                     "min_frac": cfg.min_frac, "seed": cfg.seed, "box_margin": cfg.box_margin,
+                     "reword_text": cfg.reword_text},
         "matting_reference": VS_BINARY_NOTE,
         "unsupported_modes": sorted(unsupported),
         "summary": summarise(records, times, opens, cfg, unsupported),
@@ -476,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-frac", type=float, default=0.01, help="smallest target, as a fraction of the image")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-matting-metrics", action="store_true", help="skip SAD/MSE/GRAD/CONN (faster)")
+    p.add_argument("--box-margin", type=float, default=0.0,
+                   help="box mode: a looser box, each side moved out by this fraction of the box size (0.1 = 10 %%)")
     p.add_argument("--reword-text", action="store_true",
                    help="text/mixed: use hand-written rewordings of the generated expressions (backend.refexpr.reword)")
     p.add_argument("--quiet", action="store_true")
@@ -498,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--limit must be at least 1")
         if args.max_clicks < 1:
             raise ValueError("--max-clicks must be at least 1")
+        if not 0.0 <= args.box_margin <= 1.0:
+            raise ValueError("--box-margin must be between 0 and 1")
         sets = []
         for root in args.data:
             ds = load_set(root)
@@ -511,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cfg = EvalConfig(modes=modes, max_clicks=args.max_clicks, max_expressions=args.max_expressions,
                      min_frac=args.min_frac, seed=args.seed, matting_metrics=not args.no_matting_metrics,
-                     reword_text=args.reword_text)
+                     reword_text=args.reword_text, box_margin=args.box_margin)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     report = evaluate(method, sets, cfg, log)
     report["method"] = args.method

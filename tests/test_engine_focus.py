@@ -233,3 +233,33 @@ def test_24_megapixel_focus_stays_bounded(engine, monkeypatch):
     assert all(max(shape[2:]) <= engine.model.config.mrn_max_side for shape in seen)
     assert peak < 450 * 2**20  # output matte (96 MB) + image copy (72 MB); the region is a view, not a copy
     engine.close(sid)
+
+
+# -- loose boxes --------------------------------------------------------------------------------------------------
+def test_tightened_box_shrinks_only_a_loose_box():
+    from backend.engine import tightened_box
+
+    lb = Letterbox(H, W, 384)  # 600 px wide -> 0.64 model px per image px; grid cell = 4 model px = 6.25 image px
+    coarse = np.zeros((96, 96), np.float32)
+    coarse[20:40, 30:40] = 1.0  # image x 187.5-250, y 125-250
+    loose = Box(100.0, 80.0, 400.0, 350.0)
+    tight = tightened_box(loose, coarse, lb)
+    assert tight is not None
+    assert 180 < tight.x0 < 188 and 249 < tight.x1 < 256 and 120 < tight.y0 < 126 and 249 < tight.y1 < 256
+    # Never outside the user's box, and a box the answer already fills is left alone.
+    assert tightened_box(Box(190.0, 130.0, 245.0, 245.0), coarse, lb) is None
+    clipped = tightened_box(Box(200.0, 80.0, 400.0, 350.0), coarse, lb)
+    assert clipped is not None and clipped.x0 == 200.0
+    assert tightened_box(loose, np.zeros((96, 96), np.float32), lb) is None
+
+
+def test_a_loose_box_asks_twice_and_the_session_keeps_the_users_box(engine, monkeypatch):
+    boxes = []
+    original = engine._localise
+    monkeypatch.setattr(engine, "_localise", lambda s, h, n, view=None: boxes.append(h.box) or original(s, h, n, view))
+    monkeypatch.setattr("backend.engine.tightened_box", lambda box, coarse, lb: Box(120.0, 130.0, 150.0, 210.0))
+    sid = engine.open(_image())
+    engine.predict(sid, {"box": [20.0, 20.0, 400.0, 380.0]})
+    whole = [b for b in boxes if b is not None][:2]
+    assert whole[0].as_list() == [20.0, 20.0, 400.0, 380.0] and whole[1].as_list() == [120.0, 130.0, 150.0, 210.0]
+    assert engine._sessions[sid].history.box.as_list() == [20.0, 20.0, 400.0, 380.0]

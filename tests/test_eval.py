@@ -74,6 +74,28 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
     assert "lasso" in capsys.readouterr().err
     assert main(["--data", str(tmp_path / "nothing"), "--method", "grabcut"]) == 2
     assert main(["--data", str(data), "--method", "grabcut", "--weights", "w.pt"]) == 2
+    assert main(["--data", str(data), "--method", "grabcut", "--box-margin", "2"]) == 2
+
+
+def test_box_margin_gives_a_looser_box(tmp_path):
+    ds = load_set(make_set(tmp_path / "blobs", 1))
+    labels = cv2.imread(str(ds.items[0].instances_path), cv2.IMREAD_UNCHANGED)
+
+    class Recorder(Oracle):
+        boxes: list = []
+
+        def predict(self, sid, prompts):
+            self.boxes.append(prompts["box"])
+            return super().predict(sid, prompts)
+
+    tight, loose = Recorder(labels), Recorder(labels)
+    tight.boxes, loose.boxes = [], []
+    evaluate(tight, [(ds, ds.items)], EvalConfig(modes=("box",), matting_metrics=False))
+    report = evaluate(loose, [(ds, ds.items)], EvalConfig(modes=("box",), matting_metrics=False, box_margin=0.1))
+    assert report["settings"]["box_margin"] == 0.1
+    for (a0, b0, a1, b1), (c0, d0, c1, d1) in zip(tight.boxes, loose.boxes, strict=True):
+        assert c0 < a0 and d0 < b0 and c1 > a1 and d1 > b1  # every side moved out (none of these touch the frame)
+        assert abs((c1 - c0) - 1.2 * (a1 - a0)) < 1e-3
 
 
 class Oracle:
