@@ -18,6 +18,9 @@ cropped around it, that crop is encoded once (cached in the session per region) 
 all prompts mapped into the crop; the MRN then refines the focused mask. The session's previous prediction stays the whole-image one, so the next round's first pass and the
 region choice do not depend on the focus pass.
 
+Loose boxes (`tightened_box`): when the first ISCN answer fills at most 90 % of the box, the ISCN is asked again
+with the box shrunk to that answer; the session keeps the user's box.
+
 Text grounding (default on; `Engine.load(text_grounding=False)` or $DFIMAT_TEXT_GROUNDING=0 turns it off; see
 `backend.grounding`): while a session's prompts are text only, the people in the photo are found once (mediapipe
 pose), described in words, and the person whose description is closest to the text is added as a box for that
