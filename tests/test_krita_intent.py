@@ -20,6 +20,8 @@ def plane(width, height, painted):
 @pytest.mark.parametrize("name, sign", [
     ("DFIMat +", True), ("dfimat+ hair", True), ("DFIMat", True), ("DFIMat -", False),
     ("DFIMat \u2212 arm", False), ("  DFIMAT - ", False), ("Paint Layer 1", None), ("DFIMatte", None),
+    # The plug-in's own "Split people" layers are cut-outs, not strokes.
+    ("DFIMat person 1", None), ("DFIMat hair", None),
 ])
 def test_prompt_layer_sign(name, sign):
     assert intent.prompt_layer_sign(name) is sign

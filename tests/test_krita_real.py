@@ -65,7 +65,7 @@ def test_krita_51_kritarunner_roundtrip(backend, pykrita, tmp_path):
         pytest.skip(reason)
     case = realtest.photo_case()
     out = tmp_path / "k51"
-    params = realtest.write_params(out, case, split=True)
+    params = realtest.write_params(out, case, split=True, text_only=realtest.text_for_person())
     home = realtest.CACHE / "krita51-home"  # a warmed HOME saves Krita's ~9 s first start
     home.mkdir(parents=True, exist_ok=True)
     env = host_env()
@@ -79,6 +79,8 @@ def test_krita_51_kritarunner_roundtrip(backend, pykrita, tmp_path):
     assert numbers["krita"].startswith("5.1") and numbers["mask_type"] == "selectionmask"
     # Both labelled people come out as their own layers (bounds and why: realtest.SPLIT_IOU_MIN).
     assert len(realtest.check_split(out, case)) == 2
+    # The docker's text alone ("the person on the left") selects the person it describes.
+    realtest.check_text(out, case)
 
 
 def test_krita_52_kritarunner_roundtrip(backend, pykrita, tmp_path):
@@ -90,7 +92,7 @@ def test_krita_52_kritarunner_roundtrip(backend, pykrita, tmp_path):
     debian13.ensure_root()
     case = realtest.photo_case()
     out = tmp_path / "k52"
-    params = realtest.write_params(out, case)
+    params = realtest.write_params(out, case, text_only=realtest.text_for_person())
     binds = [realtest.HARNESS, pykrita, out, backend.config.parent, case.image.parent]
     env = _env(params, backend, pykrita, "/tmp/home")
     run = debian13.run_in_root(["kritarunner", "-s", "kr_roundtrip", "-f", "main"], binds=binds, env=env,
@@ -98,6 +100,7 @@ def test_krita_52_kritarunner_roundtrip(backend, pykrita, tmp_path):
     assert (out / "report.json").is_file(), f"no report (rc {run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     numbers = realtest.check_roundtrip(out, case, backend.real_weights)
     assert numbers["krita"].startswith("5.2") and numbers["mask_type"] == "transparencymask"
+    realtest.check_text(out, case)
 
 
 # The harness holds every backend job back by report["backend_delay_s"] (3 s) on the worker thread: a plug-in that

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from .pixels import crop_plane
 
 # "DFIMat +", "dfimat -", "DFIMat − hair" (U+2212 is what a typographic minus looks like in layer names);
-# a bare "DFIMat" layer counts as positive.
-_PROMPT_LAYER = re.compile(r"^\s*dfimat\b\s*([+\-\u2212]?)", re.IGNORECASE)
+# a bare "DFIMat" layer counts as positive. "DFIMat" followed by words but no sign is not a prompt layer: the
+# plug-in's own "Split people" output is named "DFIMat person 1", and a cut-out person must not become a stroke.
+_PROMPT_LAYER = re.compile(r"^\s*dfimat\s*(?:([+\-\u2212])|$)", re.IGNORECASE)
 # Names Krita gives layers by itself: they describe nothing, so they are never used as a text prompt.
 _DEFAULT_NAME = re.compile(
     r"^\s*(background|(paint|vector|group|fill|file|clone|filter)?\s*layer(\s*\d+)?|copy of .*|.*\.(png|jpe?g|kra|tiff?|webp))\s*$",

@@ -141,4 +141,15 @@ def run(params, report):
         for index, layer in enumerate(people):
             with open(os.path.join(params["out_dir"], f"person{index}.raw"), "wb") as fh:
                 fh.write(bytes(layer.pixelData(0, 0, width, height))[3::4])
+
+    if params.get("text_only"):
+        # The docker's text alone: no selection (an empty one is no box), no stroke layers; Select starts over.
+        doc.setSelection(Selection())
+        doc.waitForDone()
+        ctl.settings.text = params["text_only"]
+        wait(ctl, ctl.select_person(doc, node), report, "text")
+        report["text_selection"] = document.selection_bounds(doc)
+        _, alpha = mask_alpha(node, width, height)
+        with open(os.path.join(params["out_dir"], "text.raw"), "wb") as fh:
+            fh.write(alpha)
     ctl.worker.shutdown()

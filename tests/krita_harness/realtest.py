@@ -140,6 +140,36 @@ def photo_case() -> Case:
     return Case(DATA / item["image"], gt, (int(x0), int(y0), int(x1 - x0), int(y1 - y0)), stroke)
 
 
+def text_for_person() -> str:
+    """The first generated referring expression (`backend.refexpr`) that singles out PERSON on IMAGE_ID."""
+    from backend.data import read_image
+    from backend.refexpr import expressions
+
+    manifest = json.loads((DATA / "manifest.json").read_text())
+    item = next(i for i in manifest["items"] if i["id"] == IMAGE_ID)
+    inst = np.array(Image.open(DATA / item["instances"]))
+    labels = [int(k) for k in np.unique(inst) if 0 < k < 255]
+    phrases = expressions([inst == k for k in labels], read_image(DATA / item["image"]))[labels.index(PERSON)]
+    assert phrases, f"no generated expression singles out person {PERSON} of {IMAGE_ID}"
+    return phrases[0]
+
+
+def check_text(out_dir: Path, case: Case) -> float:
+    """The docker's text alone picked the described person: IoU >= IOU_MIN with it, <= SPLIT_OTHER_MAX with the other
+    (in-process on this photo: 0.805 and 0.01)."""
+    report = json.loads((out_dir / "report.json").read_text())
+    assert report["ok"], report.get("error")
+    assert report["text_selection"] is None, "the text run must have had no selection"
+    h, w = case.gt.shape
+    alpha = read_alpha(out_dir, "text.raw", (h, w)) >= 128
+    inst = np.array(Image.open(DATA / "instances" / f"{IMAGE_ID}.png"))
+    other = (inst > 0) & (inst < 255) & (inst != PERSON)
+    own, theirs = iou(alpha, case.gt), iou(alpha, other)
+    print(f"text alone in Krita: IoU {own:.3f} with the described person, {theirs:.3f} with the other")
+    assert own >= IOU_MIN and theirs <= SPLIT_OTHER_MAX, (own, theirs)
+    return own
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
