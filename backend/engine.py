@@ -290,12 +290,15 @@ class Engine:
             return self._get(sid).nbytes()
 
     # -- prediction -------------------------------------------------------------------------------------------
-    def _embed_text(self, text: str) -> np.ndarray:
+    def _text_encoder(self):
         if self._text is None:
             from backend.dfimat.text import TextEncoder
 
             self._text = TextEncoder()
-        return self._text.embed(text)
+        return self._text
+
+    def _embed_text(self, text: str) -> np.ndarray:
+        return self._text_encoder().embed(text)
 
     def predict(self, sid: str, prompts: dict) -> np.ndarray:
         """Add this round's prompts (image pixel coordinates) and return the H x W float32 alpha in [0, 1]."""
@@ -344,8 +347,7 @@ class Engine:
                 or history.scribbles:
             return None
         candidates = self._found_people(s)
-        self._embed_text(history.text)  # loads the encoder
-        pick = match(history.text, candidates, self._text.embed_many)
+        pick = match(history.text, candidates, self._text_encoder().embed_many)
         return None if pick is None else candidates[pick].box
 
     def _found_people(self, s: _Session) -> list[Candidate]:

@@ -258,13 +258,13 @@ def _evaluate_people(method: Any, item: Item, image: np.ndarray, targets: Target
     t = time.perf_counter()
     mattes = [alpha >= 0.5 for _, alpha in matte_people(method, image, {}, every_person=True)]
     times.append({"mode": "people", "round": 1, "ms": 1e3 * (time.perf_counter() - t)})
-    labelled = targets.people()
-    unmatched = sum(1 for m in mattes if max((iou(m, p, targets.ignore) for p in labelled), default=0.0) < UNMATCHED_IOU
-                    and (m & targets.ignore).sum() <= 0.5 * m.sum())
+    # matte x labelled person; targets come first in `people()`, so column i is target i.
+    table = [[iou(m, p, targets.ignore) for p in targets.people()] for m in mattes]
+    unmatched = sum(1 for m, row in zip(mattes, table, strict=True)
+                    if max(row, default=0.0) < UNMATCHED_IOU and (m & targets.ignore).sum() <= 0.5 * m.sum())
     for i, gt in enumerate(targets.masks):
-        scores = [iou(m, gt, targets.ignore) for m in mattes]
         record = {"set": item.set_name, "item": item.id, "target": i, "mode": "people", "area_frac": float(gt.mean()),
-                  "all_people": targets.all_people, "ious": [max(scores, default=0.0)]}
+                  "all_people": targets.all_people, "ious": [max((row[i] for row in table), default=0.0)]}
         if i == 0:
             record.update({"mattes": len(mattes), "unmatched": unmatched})
         records.append(record)
@@ -530,7 +530,6 @@ def main(argv: list[str] | None = None) -> int:
     report = evaluate(method, sets, cfg, log)
     report["method"] = args.method
     report["weights"] = args.weights
-    report["reword_text"] = args.reword_text
     report["text_grounding"] = getattr(method, "text_grounding", None)
     if hasattr(method, "shutdown"):
         method.shutdown()

@@ -84,12 +84,12 @@ class PoseDetector:
             masks += self._tiled(small, masks)
         return Found(small=small, people=[(_box_of(m, scale, width, height), m) for m in masks])
 
-    def _passes(self, picture: np.ndarray, known: list[np.ndarray] | None = None) -> list[np.ndarray]:
-        """Detect, paint the person out, detect again; new masks only (none overlapping ``known`` or each other)."""
+    def _passes(self, picture: np.ndarray) -> list[np.ndarray]:
+        """Detect, paint the person out, detect again; one mask per person (a find overlapping an earlier one is the
+        same person)."""
         work = np.ascontiguousarray(picture).copy()  # painted over below; the caller's picture keeps its colours
         blurred = cv2.GaussianBlur(work, (0, 0), sigmaX=max(3.0, max(work.shape[:2]) / 40))
-        seen = list(known or [])
-        new: list[np.ndarray] = []
+        found: list[np.ndarray] = []
         with self._lock:
             for _ in range(self.max_people):
                 result = self._pose.process(work)
@@ -99,12 +99,11 @@ class PoseDetector:
                 if mask.mean() < MIN_MASK_FRACTION:
                     break
                 # The paint-out can leave enough of a person for a second, overlapping find: keep the first.
-                if not any(_overlap(mask, m) > DUPLICATE_OVERLAP for m in seen):
-                    seen.append(mask)
-                    new.append(mask)
+                if not any(_overlap(mask, m) > DUPLICATE_OVERLAP for m in found):
+                    found.append(mask)
                 grown = cv2.dilate(mask.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
                 work[grown] = blurred[grown]
-        return new
+        return found
 
     def _tiled(self, small: np.ndarray, known: list[np.ndarray]) -> list[np.ndarray]:
         h, w = small.shape[:2]
