@@ -313,13 +313,13 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
-def _at(ious: list[float], n: int) -> float:
+def iou_after(ious: list[float], n: int) -> float:
     """IoU after ``n`` rounds; runs that stopped early keep their last value."""
     return ious[min(n, len(ious)) - 1]
 
 
 def _curve(runs: list[list[float]], length: int) -> list[float]:
-    return [float(np.mean([_at(r, n) for r in runs])) for n in range(1, length + 1)] if runs else []
+    return [float(np.mean([iou_after(r, n) for r in runs])) for n in range(1, length + 1)] if runs else []
 
 
 def _ms(values: list[float]) -> dict[str, float | None]:
@@ -348,7 +348,7 @@ def summarise(records: list[dict], times: list[dict], opens: list[float], cfg: E
             s["unmatched"] = sum(r.get("unmatched", 0) for r in recs)
         elif mode == "clicks":
             for n in (1, 3, 5):
-                s[f"iou@{n}"] = _mean([_at(r, n) for r in runs])
+                s[f"iou@{n}"] = _mean([iou_after(r, n) for r in runs])
             s["noc85"] = _mean([noc(r, 0.85, cfg.max_clicks) for r in runs])
             s["noc90"] = _mean([noc(r, 0.90, cfg.max_clicks) for r in runs])
             s["curve"] = _curve(runs, cfg.max_clicks)
