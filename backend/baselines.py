@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from backend.dfimat.prompts import Box, PromptHistory, RoundPrompts
+from backend.dfimat.prompts import PromptHistory, RoundPrompts
+from backend.pose_prior import PoseOnCrop, Rect, box_pixels, points, pose_mask
 
 __all__ = [
     "UnsupportedPrompt",
@@ -115,19 +116,6 @@ class _SessionMethod(ABC):
         """Alpha for all prompts so far (``prompts`` merges every round, this one included)."""
 
 
-def _points(prompts: RoundPrompts) -> list[tuple[float, float, bool]]:
-    """Clicks and scribble vertices as (x, y, positive)."""
-    out = [(c.x, c.y, c.positive) for c in prompts.clicks]
-    for s in prompts.scribbles:
-        out += [(x, y, s.positive) for x, y in s.points]
-    return out
-
-
-def _value_at(alpha: np.ndarray, x: float, y: float) -> float:
-    h, w = alpha.shape
-    return float(alpha[min(h - 1, int(y)), min(w - 1, int(x))])
-
-
 class GrabCutBaseline(_SessionMethod):
     """OpenCV GrabCut at a working resolution of at most ``work_side`` px (the result is upsampled)."""
 
@@ -157,7 +145,7 @@ class GrabCutBaseline(_SessionMethod):
         else:
             labels = np.full((wh, ww), cv2.GC_PR_BGD, np.uint8)
         if scaled.box is not None:
-            x0, y0, x1, y1 = _box_pixels(scaled.box, ww, wh)
+            x0, y0, x1, y1 = box_pixels(scaled.box, ww, wh)
             outside = np.ones((wh, ww), bool)
             outside[y0:y1, x0:x1] = False
             if previous is None:
@@ -166,7 +154,7 @@ class GrabCutBaseline(_SessionMethod):
         elif previous is None:
             # Only clicks: assume the person extends around each positive click, as the user meant.
             reach = max(3, int(0.12 * min(wh, ww)))
-            for x, y, positive in _points(scaled):
+            for x, y, positive in points(scaled):
                 if positive:
                     cv2.circle(labels, (int(x), int(y)), reach, cv2.GC_PR_FGD, -1)
         seed_radius = max(2, int(round(0.01 * np.hypot(wh, ww))))
@@ -196,93 +184,29 @@ class GrabCutBaseline(_SessionMethod):
         return np.clip(alpha, 0.0, 1.0)
 
 
-def _box_pixels(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
-    x0 = int(np.clip(np.floor(box.x0), 0, width - 1))
-    y0 = int(np.clip(np.floor(box.y0), 0, height - 1))
-    x1 = int(np.clip(np.ceil(box.x1), x0 + 1, width))
-    y1 = int(np.clip(np.ceil(box.y1), y0 + 1, height))
-    return x0, y0, x1, y1
-
-
 class MediaPipeBaseline(_SessionMethod):
-    """MediaPipe pose segmentation on a per-person crop (box + 15 % padding, or crops placed around clicks)."""
+    """MediaPipe pose segmentation on a per-person crop (box + 15 % padding, or crops placed around clicks;
+    `backend.pose_prior`)."""
 
     name = "mediapipe"
-    BOX_PADDING = 0.15
-    CROP_HEIGHTS = (1.0, 0.8, 0.6, 0.45)
-    CLICK_POSITIONS = (0.35, 0.55, 0.75)  # where in the crop's height the click sits
-    CROP_ASPECT = 0.75  # width / height
-    MIN_CROP = 16
 
     def __init__(self) -> None:
         super().__init__()
-        import mediapipe as mp  # imported here: loading TFLite models costs a second and only this class needs it
-
-        self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True)
-        self._pose_lock = threading.Lock()
+        self._pose = PoseOnCrop()
 
     def shutdown(self) -> None:
         self._pose.close()
 
-    def _on_crop(self, session: _Session, rect: tuple[int, int, int, int]) -> np.ndarray:
-        cache = session.state.setdefault("crops", {})
-        if rect not in cache:
-            x0, y0, x1, y1 = rect
-            h, w = session.image.shape[:2]
-            alpha = np.zeros((h, w), np.float32)
-            crop = np.ascontiguousarray(session.image[y0:y1, x0:x1])
-            with self._pose_lock:
-                result = self._pose.process(crop)
-            if result.segmentation_mask is not None:
-                alpha[y0:y1, x0:x1] = np.clip(result.segmentation_mask, 0.0, 1.0)
-            cache[rect] = alpha
-        return cache[rect]
-
-    def _box_rect(self, box: Box, w: int, h: int) -> tuple[int, int, int, int] | None:
-        pw, ph = self.BOX_PADDING * (box.x1 - box.x0), self.BOX_PADDING * (box.y1 - box.y0)
-        x0, y0, x1, y1 = _box_pixels(Box(max(0.0, box.x0 - pw), max(0.0, box.y0 - ph),
-                                         min(w, box.x1 + pw), min(h, box.y1 + ph)), w, h)
-        return (x0, y0, x1, y1) if min(x1 - x0, y1 - y0) >= self.MIN_CROP else None
-
-    def _click_rects(self, x: float, y: float, w: int, h: int) -> list[tuple[int, int, int, int]]:
-        rects = []
-        for frac in self.CROP_HEIGHTS:
-            ch = frac * h
-            cw = min(w, self.CROP_ASPECT * ch)
-            for pos in self.CLICK_POSITIONS:
-                x0 = float(np.clip(x - cw / 2, 0, w - cw))
-                y0 = float(np.clip(y - pos * ch, 0, h - ch))
-                rect = (int(x0), int(y0), int(min(w, x0 + cw)), int(min(h, y0 + ch)))
-                if min(rect[2] - rect[0], rect[3] - rect[1]) >= self.MIN_CROP and rect not in rects:
-                    rects.append(rect)
-        return rects
-
     def _predict(self, session: _Session, prompts: RoundPrompts) -> np.ndarray:
         h, w = session.image.shape[:2]
-        points = _points(prompts)
-        positives = [(x, y) for x, y, p in points if p]
+        cache = session.state.setdefault("crops", {})
 
-        def score(alpha: np.ndarray) -> int:
-            return sum((_value_at(alpha, x, y) > 0.5) == p for x, y, p in points)
+        def on_crop(rect: Rect) -> np.ndarray:
+            if rect not in cache:
+                cache[rect] = self._pose(session.image, rect)
+            return cache[rect]
 
-        candidates: list[tuple[int, int, int, int]] = []
-        if prompts.box is not None:
-            rect = self._box_rect(prompts.box, w, h)
-            if rect is not None:
-                candidates.append(rect)
-        for x, y in positives[:2]:  # the first clicks place the person; later ones are corrections
-            candidates += [r for r in self._click_rects(x, y, w, h) if r not in candidates]
-        best, best_score = np.zeros((h, w), np.float32), -1
-        for rect in candidates:
-            alpha = self._on_crop(session, rect)
-            if not alpha.any():
-                continue
-            s = score(alpha)
-            if s > best_score:
-                best, best_score = alpha, s
-            if s == len(points) and (prompts.box is None or rect == candidates[0]):
-                break  # agrees with everything the user said: no need to try more crops
-        return best.copy()
+        return pose_mask(prompts, w, h, on_crop)
 
 
 BASELINES = {"grabcut": GrabCutBaseline, "mediapipe": MediaPipeBaseline}

@@ -170,24 +170,32 @@ def test_big_target_skips_the_focus_pass(engine, monkeypatch):
 
 
 def test_focus_off_is_the_old_engine(weights):
-    off = Engine.load(device="cpu", weights=weights, runtime="torch", focus=False)
+    from backend.engine import _cut_to, box_support
+
+    off = Engine.load(device="cpu", weights=weights, runtime="torch", focus=False, pose_prior=False)
     image = _image()
     sid = off.open(image)
     rounds = [{"box": SMALL_BOX}, {"clicks": [[130, 150, True], [150, 200, False]]}]
     got = [off.predict(sid, r) for r in rounds]
     s = off._sessions[sid]
     assert not s.crops and s.focus_prev is None
-    # The pre-focus engine: whole-image ISCN then MRN on the whole image's letterbox, prev = that ISCN output.
-    ref = Engine.load(device="cpu", weights=weights, runtime="torch", focus=False)
+    # The pre-focus engine: whole-image ISCN then MRN on the whole image's letterbox, prev = that ISCN output, both
+    # cut to the box's support (the box holds the person; the second round's positive click is inside it).
+    ref = Engine.load(device="cpu", weights=weights, runtime="torch", focus=False, pose_prior=False)
     rid = ref.open(image)
     r = ref._sessions[rid]
     for prompts, alpha in zip(rounds, got, strict=True):
         new = RoundPrompts.from_dict(prompts, W, H)
         history = PromptHistory(list(r.history.rounds))
         history.add(new)
-        coarse = ref._localise(r, history, new)
-        assert np.array_equal(ref._refine(r.image, r.letterbox, coarse), alpha)
+        coarse = ref._localise(r, history, new).copy()
+        expected = ref._refine(r.image, r.letterbox, coarse)
+        support = box_support(history, W, H)
+        _cut_to(expected, support)
+        _cut_to(coarse, ref._grid_rect(support, r.letterbox, coarse.shape[0]))
+        assert np.array_equal(expected, alpha)
         r.history, r.prev = history, coarse
+    assert np.array_equal(r.prev, s.prev)
 
 
 def test_first_round_without_a_box_answers_from_the_whole_image(engine, monkeypatch):

@@ -1,0 +1,123 @@
+"""A person's mask from mediapipe's bundled pose model on crops placed by the user's prompts.
+
+Crops (offline-models.md §2): the box + 15 % padding; around each of the first two positive points, crops of
+several heights with the point at several heights in them. Of the masks found, the one that agrees with most of the
+positive and negative points wins. The same recipe is the MediaPipe baseline of the evaluation
+(`backend.baselines.MediaPipeBaseline`) and the engine's first-round prior (`backend.engine`, PRIOR_WEIGHT).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from backend.dfimat.prompts import Box, RoundPrompts
+
+Rect = tuple[int, int, int, int]
+
+BOX_PADDING = 0.15
+CROP_HEIGHTS = (1.0, 0.8, 0.6, 0.45)
+CLICK_POSITIONS = (0.35, 0.55, 0.75)  # where in the crop's height the click sits
+CROP_ASPECT = 0.75  # width / height
+MIN_CROP = 16
+
+
+class PoseOnCrop:
+    """mediapipe pose segmentation of one crop at a time: ``(image, rect) -> H x W float32 mask`` of the whole
+    image, zero outside the crop. One graph per instance; calls are serialised (mediapipe graphs are not
+    thread-safe)."""
+
+    def __init__(self) -> None:
+        try:
+            import mediapipe as mp  # loading the TFLite graph costs a second: only when a prior is wanted
+        except ImportError as exc:
+            raise RuntimeError("the pose prior needs mediapipe 0.10.21 in the backend environment") from exc
+        self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._pose.close()
+
+    def __call__(self, image: np.ndarray, rect: Rect) -> np.ndarray:
+        x0, y0, x1, y1 = rect
+        h, w = image.shape[:2]
+        alpha = np.zeros((h, w), np.float32)
+        crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+        with self._lock:
+            result = self._pose.process(crop)
+        if result.segmentation_mask is not None:
+            alpha[y0:y1, x0:x1] = np.clip(result.segmentation_mask, 0.0, 1.0)
+        return alpha
+
+
+def points(prompts: RoundPrompts) -> list[tuple[float, float, bool]]:
+    """Clicks and scribble vertices as (x, y, positive)."""
+    out = [(c.x, c.y, c.positive) for c in prompts.clicks]
+    for s in prompts.scribbles:
+        out += [(x, y, s.positive) for x, y in s.points]
+    return out
+
+
+def box_pixels(box: Box, width: int, height: int) -> Rect:
+    x0 = int(np.clip(np.floor(box.x0), 0, width - 1))
+    y0 = int(np.clip(np.floor(box.y0), 0, height - 1))
+    x1 = int(np.clip(np.ceil(box.x1), x0 + 1, width))
+    y1 = int(np.clip(np.ceil(box.y1), y0 + 1, height))
+    return x0, y0, x1, y1
+
+
+def box_rect(box: Box, width: int, height: int) -> Rect | None:
+    pw, ph = BOX_PADDING * (box.x1 - box.x0), BOX_PADDING * (box.y1 - box.y0)
+    x0, y0, x1, y1 = box_pixels(Box(max(0.0, box.x0 - pw), max(0.0, box.y0 - ph),
+                                    min(width, box.x1 + pw), min(height, box.y1 + ph)), width, height)
+    return (x0, y0, x1, y1) if min(x1 - x0, y1 - y0) >= MIN_CROP else None
+
+
+def click_rects(x: float, y: float, width: int, height: int) -> list[Rect]:
+    rects: list[Rect] = []
+    for frac in CROP_HEIGHTS:
+        ch = frac * height
+        cw = min(width, CROP_ASPECT * ch)
+        for pos in CLICK_POSITIONS:
+            x0 = float(np.clip(x - cw / 2, 0, width - cw))
+            y0 = float(np.clip(y - pos * ch, 0, height - ch))
+            rect = (int(x0), int(y0), int(min(width, x0 + cw)), int(min(height, y0 + ch)))
+            if min(rect[2] - rect[0], rect[3] - rect[1]) >= MIN_CROP and rect not in rects:
+                rects.append(rect)
+    return rects
+
+
+def _value_at(alpha: np.ndarray, x: float, y: float) -> float:
+    h, w = alpha.shape
+    return float(alpha[min(h - 1, int(y)), min(w - 1, int(x))])
+
+
+def pose_mask(prompts: RoundPrompts, width: int, height: int, on_crop: Callable[[Rect], np.ndarray]) -> np.ndarray:
+    """H x W float32 person mask for ``prompts`` (a box and/or points), zeros when no crop holds a person.
+    ``on_crop(rect)`` runs the pose model on one crop (callers cache it per image)."""
+    pts = points(prompts)
+    positives = [(x, y) for x, y, p in pts if p]
+
+    def score(alpha: np.ndarray) -> int:
+        return sum((_value_at(alpha, x, y) > 0.5) == p for x, y, p in pts)
+
+    candidates: list[Rect] = []
+    if prompts.box is not None:
+        rect = box_rect(prompts.box, width, height)
+        if rect is not None:
+            candidates.append(rect)
+    for x, y in positives[:2]:  # the first clicks place the person; later ones are corrections
+        candidates += [r for r in click_rects(x, y, width, height) if r not in candidates]
+    best, best_score = np.zeros((height, width), np.float32), -1
+    for rect in candidates:
+        alpha = on_crop(rect)
+        if not alpha.any():
+            continue
+        s = score(alpha)
+        if s > best_score:
+            best, best_score = alpha, s
+        if s == len(pts) and (prompts.box is None or rect == candidates[0]):
+            break  # agrees with everything the user said: no need to try more crops
+    return best.copy()

@@ -1,0 +1,155 @@
+"""The engine's box support (a box bounds the matte) and first-round pose prior (mediapipe's mask joins the coarse
+mask): the rules, and that the engine applies them to what it returns and keeps. Plumbing with the tiny random
+checkpoint; the accuracy effect of both is measured in MODEL_CARD.md ("Box support", "Pose prior")."""
+
+import numpy as np
+import pytest
+import torch
+
+from backend.dfimat.encoder import Letterbox
+from backend.dfimat.model import build_tiny_checkpoint
+from backend.dfimat.prompts import Box, Click, PromptHistory, RoundPrompts, Scribble
+from backend.engine import BOX_SUPPORT_MARGIN, Engine, _mix_prior, box_support
+from backend.focus import region_box
+from backend.pose_prior import box_rect, click_rects
+
+torch.set_num_threads(1)
+H, W = 400, 600
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("w") / "tiny.pt")
+
+
+def _engine(weights, **kw) -> Engine:
+    return Engine.load(device="cpu", weights=weights, runtime="torch", focus=False, text_grounding=False, **kw)
+
+
+def _image():
+    return np.random.default_rng(5).integers(0, 256, (H, W, 3), dtype=np.uint8)
+
+
+def _history(**round_kw) -> PromptHistory:
+    h = PromptHistory()
+    h.add(RoundPrompts(**round_kw))
+    return h
+
+
+# -- box support ----------------------------------------------------------------------------------------------------
+def test_box_support_is_the_box_plus_its_margin_inside_the_image():
+    assert box_support(_history(clicks=(Click(10, 10),)), W, H) is None
+    rect = box_support(_history(box=Box(100.0, 100.0, 300.0, 200.0)), W, H)
+    m = BOX_SUPPORT_MARGIN
+    assert rect == (int(100 - 200 * m), int(100 - 100 * m), int(300 + 200 * m), int(200 + 100 * m))
+    assert box_support(_history(box=Box(0.0, 0.0, 600.0, 400.0)), W, H) == (0, 0, W, H)
+
+
+def test_a_positive_mark_beyond_the_box_lifts_the_support():
+    box = Box(100.0, 100.0, 300.0, 200.0)
+    assert box_support(_history(box=box, clicks=(Click(450, 150, False),)), W, H) is not None
+    assert box_support(_history(box=box, clicks=(Click(450, 150, True),)), W, H) is None
+    # A stroke counts with its brush: its centre line inside, its edge beyond.
+    inside = Scribble(((150.0, 150.0), (305.0, 150.0)), True, 4.0)
+    wide = Scribble(((150.0, 150.0), (305.0, 150.0)), True, 20.0)
+    assert box_support(_history(box=box, scribbles=(inside,)), W, H) is not None
+    assert box_support(_history(box=box, scribbles=(wide,)), W, H) is None
+
+
+def test_engine_cuts_the_matte_and_the_kept_prediction_to_the_box(weights, monkeypatch):
+    engine = _engine(weights, pose_prior=False)
+    monkeypatch.setattr(engine, "_refine", lambda image, lb, coarse, out=None: np.ones(image.shape[:2], np.float32))
+    monkeypatch.setattr(engine, "_localise", lambda s, h, n, view=None: np.ones((96, 96), np.float32))
+    sid = engine.open(_image())
+    alpha = engine.predict(sid, {"box": [100.0, 100.0, 300.0, 200.0]})
+    x0, y0, x1, y1 = box_support(engine._sessions[sid].history, W, H)
+    assert alpha[y0:y1, x0:x1].min() == 1.0
+    assert alpha.sum() == (x1 - x0) * (y1 - y0)
+    prev = engine._sessions[sid].prev  # 600 px -> 384 square: 0.64 model px per image px, 4 model px per cell
+    assert prev[0, 0] == 0.0 and prev[int(150 * 0.64 / 4), int(200 * 0.64 / 4)] == 1.0
+    assert prev[:, int(340 * 0.64 / 4):].max() == 0.0
+    # The user clicks the person beyond the box: nothing is cut any more.
+    alpha = engine.predict(sid, {"clicks": [[450.0, 150.0, True]]})
+    assert alpha.min() == 1.0
+
+
+# -- pose prior ----------------------------------------------------------------------------------------------------
+def test_mix_prior_adds_log_odds_where_the_prior_lands():
+    lb = Letterbox(H, W, 384)
+    grid = np.full((96, 96), 0.5, np.float32)
+    mask = np.zeros((H, W), np.float32)
+    mask[100:200, 300:400] = 0.99
+    mixed = _mix_prior(grid, (mask, 1.0), lb)
+    cy, cx = int(150 * 0.64 / 4), int(350 * 0.64 / 4)
+    assert mixed[cy, cx] == pytest.approx(1 / (1 + np.exp(-0.5 * np.log(99))), abs=1e-4)
+    assert mixed[5, 5] == pytest.approx(1 / (1 + np.exp(0.5 * np.log(99))), abs=1e-4)
+    # Where both are sure, the answer stays sure; a downscaled prior (f) lands on the same cells.
+    sure = _mix_prior(np.full((96, 96), 0.99, np.float32), (mask, 1.0), lb)
+    assert sure[cy, cx] > 0.99
+    half = _mix_prior(grid, (mask[::2, ::2].copy(), 0.5), lb)
+    assert half[cy, cx] == pytest.approx(mixed[cy, cx], abs=1e-3)
+    # A focus region's grid samples the prior in the region's own coordinates.
+    rb = region_box((250, 50, 450, 250), 384)
+    in_region = _mix_prior(grid, (mask, 1.0), rb)
+    assert in_region[48, 48] > 0.8 and in_region[2, 2] < 0.2
+
+
+def test_pose_prior_joins_only_first_rounds_with_a_box_or_positive_marks(weights, monkeypatch):
+    engine = _engine(weights)
+    calls = []
+
+    def fake_pose(image, rect):
+        calls.append(rect)
+        out = np.zeros(image.shape[:2], np.float32)
+        out[rect[1]:rect[3], rect[0]:rect[2]] = 0.9
+        return out
+
+    engine._pose = fake_pose
+    sid = engine.open(_image())
+    engine.predict(sid, {"box": [100.0, 100.0, 300.0, 200.0]})
+    assert calls and calls[0] == box_rect(Box(100.0, 100.0, 300.0, 200.0), W, H)
+    n = len(calls)
+    engine.predict(sid, {"clicks": [[200.0, 150.0, True]]})  # round 2: the prior has had its say
+    assert len(calls) == n
+    engine.reset(sid)
+    engine.predict(sid, {"clicks": [[200.0, 150.0, False]]})  # only a negative mark: nothing to place a crop by
+    assert len(calls) == n
+    engine.reset(sid)
+    engine.predict(sid, {"text": "the person on the left"})
+    assert len(calls) == n
+    engine.reset(sid)
+    engine.predict(sid, {"clicks": [[200.0, 150.0, True]]})
+    assert calls[n] in click_rects(200.0, 150.0, W, H)
+
+
+def test_a_failing_or_missing_pose_model_costs_nothing_but_the_prior(weights, monkeypatch):
+    engine = _engine(weights)
+    sid = engine.open(_image())
+
+    def broken(image, rect):
+        raise RuntimeError("native crash")
+
+    engine._pose = broken
+    without = _engine(weights, pose_prior=False)
+    sid2 = without.open(_image())
+    prompts = {"box": [100.0, 100.0, 300.0, 200.0]}
+    np.testing.assert_array_equal(engine.predict(sid, prompts), without.predict(sid2, prompts))
+    assert len(engine._sessions[sid].history) == 1
+
+    engine = _engine(weights)
+
+    def no_mediapipe():
+        raise RuntimeError("the pose prior needs mediapipe 0.10.21 in the backend environment")
+
+    monkeypatch.setattr("backend.engine.PoseOnCrop", no_mediapipe)
+    sid = engine.open(_image())
+    engine.predict(sid, prompts)
+    assert engine.pose_prior is False
+
+
+def test_crop_geometry_stays_in_the_image():
+    assert box_rect(Box(0.0, 0.0, 10.0, 10.0), W, H) is None  # too small for the pose model
+    x0, y0, x1, y1 = box_rect(Box(100.0, 100.0, 300.0, 200.0), W, H)
+    assert (x0, y0, x1, y1) == (70, 85, 330, 215)
+    for r in click_rects(5.0, 395.0, W, H):
+        assert 0 <= r[0] < r[2] <= W and 0 <= r[1] < r[3] <= H
