@@ -85,7 +85,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     print(f"sets: {[s.name for s in sets]}; train items {len(train)}, val items {len(val)} (val never cached)",
           flush=True)
     build_cache(args.out, train, size=args.size, collages=args.collages,
-                log=lambda m: print(m, flush=True))
+                log=lambda m: print(m, flush=True), mosaics=args.mosaics, keep_items=not args.mosaics_only)
     return 0
 
 
@@ -96,6 +96,12 @@ def cmd_assemble(args: argparse.Namespace) -> int:
     model, iscn_meta = load_checkpoint(args.iscn, with_mrn=False)
     mrn_model, mrn_meta = load_checkpoint(args.mrn)
     model.mrn.load_state_dict(mrn_model.mrn.state_dict())
+    if args.selector is not None:
+        # The selector scores the ISCN's proposals from prompt-agreement features, not from ISCN internals, so an
+        # earlier one still runs on a changed ISCN; `train selector` refits it to the new proposals.
+        model.selector = load_checkpoint(args.selector)[0].selector
+        if model.selector is None:
+            raise SystemExit(f"{args.selector} has no query selector")
     meta = {"iscn": {k: v for k, v in iscn_meta.items() if not k.startswith("mrn")},
             # An assembled checkpoint (e.g. the committed weights) already nests its MRN record under "mrn".
             "mrn": mrn_meta["mrn"] if isinstance(mrn_meta.get("mrn"), dict)
@@ -119,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--collages", type=int, default=300)
     p.add_argument("--limit", type=int, default=0, help="only the first N items (smoke tests)")
     p.add_argument("--only-synth", action="store_true", help="cache only the synthetic sets under --synth")
+    p.add_argument("--mosaics", type=int, default=0,
+                   help="also cache this many 2 x 2 mosaics of the training images (small people)")
+    p.add_argument("--mosaics-only", action="store_true", help="cache the collages and mosaics, not the items")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_cache)
 
@@ -126,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iscn", type=Path, default=REPO / "runs" / "iscn" / "dfimat-s-iscn.pt")
     p.add_argument("--mrn", type=Path, default=REPO / "runs" / "mrn" / "dfimat-s.pt")
     p.add_argument("--out", type=Path, default=REPO / "models" / "dfimat-s" / "dfimat-s.pt")
+    p.add_argument("--selector", type=Path, default=None,
+                   help="carry this checkpoint's query selector (default: none; run `selector` last)")
     p.set_defaults(func=cmd_assemble)
 
     from backend.train_iscn import add_iscn_parser

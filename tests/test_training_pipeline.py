@@ -67,6 +67,20 @@ def test_iscn_init_starts_from_the_given_weights(runs):
     assert all(torch.equal(source[k], started[k]) for k in source)
 
 
+def test_mosaic_cache_and_loose_box_training_run(runs):
+    out = train("cache", "--data", DATA, "--synth", runs / "no-synth", "--limit", 4, "--collages", 0,
+                "--mosaics", 2, "--mosaics-only", "--out", runs / "mosaic")
+    assert "cache 2/2" in out  # the 4 photos only feed the 2 mosaics
+    from backend.train_cache import open_cache
+
+    cache = open_cache(runs / "mosaic")
+    assert [e["set"] for e in cache["meta"]["entries"]] == ["mosaic", "mosaic"]
+    assert all(e["targets"] >= 1 for e in cache["meta"]["entries"])
+    out = train("iscn", "--cache", runs / "cache", runs / "mosaic", "--steps", 1, "--batch", 2, "--loose-boxes", "1",
+                "--out", runs / "loose")
+    assert "saved step 1 (final)" in out
+
+
 def test_mrn_and_assemble_give_a_checkpoint_the_engine_runs(runs):
     from backend.engine import Engine
 
@@ -82,6 +96,19 @@ def test_mrn_and_assemble_give_a_checkpoint_the_engine_runs(runs):
     alpha = engine.predict(sid, {"box": [10, 10, 60, 80]})
     assert alpha.shape == (90, 70) and alpha.dtype == np.float32
     assert 0.0 <= float(alpha.min()) and float(alpha.max()) <= 1.0
+    # A changed ISCN can keep an earlier query selector; a checkpoint without one is refused as its source.
+    from backend.dfimat.model import load_checkpoint
+
+    committed = REPO / "models" / "dfimat-s" / "dfimat-s.pt"
+    train("assemble", "--iscn", runs / "iscn" / "dfimat-s-iscn.pt", "--mrn", runs / "mrn" / "dfimat-s.pt",
+          "--selector", committed, "--out", runs / "with-selector.pt")
+    model, _ = load_checkpoint(runs / "with-selector.pt")
+    source, _ = load_checkpoint(committed)
+    assert all(torch.equal(a, b) for a, b in zip(model.selector.state_dict().values(),
+                                                 source.selector.state_dict().values(), strict=True))
+    run = run_train("assemble", "--iscn", runs / "iscn" / "dfimat-s-iscn.pt", "--mrn", runs / "mrn" / "dfimat-s.pt",
+                    "--selector", final, "--out", runs / "refused.pt")
+    assert run.returncode != 0 and "no query selector" in run.stderr + run.stdout
 
 
 def test_training_refuses_the_held_out_sets(tmp_path):
