@@ -82,14 +82,15 @@ TIGHTEN_MARGIN = 0.02
 TIGHTEN_KEEP = 0.9
 # A user's box bounds the person: the matte is cut to the box plus this fraction of its size on every side (so a
 # hand or foot that just crosses a tight box's edge survives), unless a positive mark lies beyond that. Set before
-# measuring; held-out one-box IoU 0.699 -> 0.707, never lower on a target (model card, "Box support").
+# measuring; held-out one-box IoU 0.699 -> 0.707 (model card, "Box support and pose prior").
 BOX_SUPPORT_MARGIN = 0.05
 # First-round pose prior (`backend.pose_prior`, default on; $DFIMAT_POSE_PRIOR=0 or Engine.load(pose_prior=False)
 # turns it off): mediapipe's person mask on crops placed by the round's box / positive marks joins the ISCN's coarse
 # mask before the MRN as added log-odds, logit(coarse) + w * logit(prior): where both agree the mask stays as decided
 # as it was (a weighted mean of probabilities left large half-transparent areas in the matte), where they disagree
-# the stronger wins. w = 0.5 of 0.3 / 0.5 / 0.7 on the validation composites (model card, "Pose prior"). The pose
-# model runs on the photo downscaled to PRIOR_MAX_SIDE (it works at 256 px inside), so a 24 MP photo costs no more.
+# the stronger wins. w = 0.5 of 0.3 / 0.5 / 0.7 on the validation composites (model card, "Box support and pose
+# prior"). The pose model runs on the photo downscaled to PRIOR_MAX_SIDE (it works at 256 px inside), so a 24 MP
+# photo costs no more.
 PRIOR_WEIGHT = 0.5
 PRIOR_CLIP = 0.01  # probabilities are clipped to [0.01, 0.99] before their log-odds are taken
 PRIOR_MAX_SIDE = 1024
@@ -166,11 +167,12 @@ def _mix_prior(grid: np.ndarray, prior: tuple[np.ndarray, float], lb: Letterbox)
     xy = lb.to_image(np.stack([xx.ravel(), yy.ravel()], axis=1)) * f
     sampled = cv2.remap(mask, xy[:, 0].reshape(g, g).astype(np.float32), xy[:, 1].reshape(g, g).astype(np.float32),
                         cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    def logit(p: np.ndarray) -> np.ndarray:
-        p = np.clip(p, PRIOR_CLIP, 1.0 - PRIOR_CLIP)
-        return np.log(p / (1.0 - p))
+    return (1.0 / (1.0 + np.exp(-(_logit(grid) + PRIOR_WEIGHT * _logit(sampled))))).astype(np.float32)
 
-    return (1.0 / (1.0 + np.exp(-(logit(grid) + PRIOR_WEIGHT * logit(sampled))))).astype(np.float32)
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, PRIOR_CLIP, 1.0 - PRIOR_CLIP)
+    return np.log(p / (1.0 - p))
 
 
 def default_weights() -> Path:
