@@ -11,20 +11,29 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from backend.eval import iou_after
 
-# What each mode's per-round IoU list is read at: (label, rounds); a run that stopped early keeps its last value.
-MEASURES: dict[str, tuple[tuple[str, int], ...]] = {
-    "box": (("IoU", 1),),
-    "clicks": (("IoU@1", 1), ("IoU@3", 3), ("IoU@5", 5)),
-    "scribbles": (("round 1", 1), ("round 2", 2), ("round 5", 5)),
-    "mixed": (("round 1", 1), ("round 2", 2), ("round 5", 5)),
-    "text": (("IoU", 1),),
+Measure = tuple[str, Callable[[dict], float]]
+
+
+def _after(n: int) -> Callable[[dict], float]:
+    return lambda record: float(iou_after(record["ious"], n))
+
+
+# What is read from each mode's record; an interactive run that stopped early keeps its last value, and a text
+# target scores the mean over its expressions.
+MEASURES: dict[str, tuple[Measure, ...]] = {
+    "box": (("IoU", _after(1)),),
+    "clicks": (("IoU@1", _after(1)), ("IoU@3", _after(3)), ("IoU@5", _after(5))),
+    "scribbles": (("round 1", _after(1)), ("round 2", _after(2)), ("round 5", _after(5))),
+    "mixed": (("round 1", _after(1)), ("round 2", _after(2)), ("round 5", _after(5))),
+    "text": (("IoU", lambda r: float(np.mean(r["ious"]))),
+             ("right", lambda r: float(np.mean(r.get("hits") or [0.0])))),
 }
 
 
@@ -51,9 +60,9 @@ def paired_rows(before: dict, after: dict, resamples: int = 2000) -> list[dict]:
         keys = [k for k in common if k[3] == mode]
         if not keys:
             continue
-        for label, n in measures:
-            x = np.array([iou_after(a[k]["ious"], n) for k in keys])
-            y = np.array([iou_after(b[k]["ious"], n) for k in keys])
+        for label, read in measures:
+            x = np.array([read(a[k]) for k in keys])
+            y = np.array([read(b[k]) for k in keys])
             d = y - x
             lo, hi = bootstrap_interval(d, resamples)
             rows.append({"mode": mode, "measure": label, "n": len(keys), "before": float(x.mean()),

@@ -387,6 +387,7 @@ class Engine:
             if box is not None:
                 seen_new = replace(new, box=Box(*box))
                 seen = PromptHistory([*s.history.rounds, seen_new])
+            asked = seen  # what the user gave, or the found person's box for a text round: before any tightening
             coarse = self._localise(s, seen, seen_new)
             # A user's rectangle is looser than the tight boxes the ISCN learned from, and then takes in neighbours:
             # when the first answer fills clearly less than the box, ask again with the box shrunk around it.
@@ -395,7 +396,10 @@ class Engine:
                 seen = PromptHistory([replace(r, box=tight) if r.box is not None else r for r in seen.rounds])
                 seen_new = seen.rounds[-1]
                 coarse = self._localise(s, seen, seen_new)
-            prior = self._pose_prior(s, history) if self.pose_prior and len(history) == 1 else None
+            # The prior joins a first round, and every text round answered through a found person's box (each such
+            # round starts afresh from the text).
+            fresh = len(history) == 1 or box is not None
+            prior = self._pose_prior(s, asked) if self.pose_prior and fresh else None
             if prior is not None:
                 coarse = _mix_prior(coarse, prior, s.letterbox)
             # A first round without a box has only the marks and a partial coarse mask to place the region by; the

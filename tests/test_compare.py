@@ -26,6 +26,16 @@ def test_paired_rows_pair_targets_and_read_early_stops_as_their_last_value():
     assert rows["IoU@1"]["better"] == 2 and rows["IoU@1"]["worse"] == 0
 
 
+def test_text_targets_score_the_mean_over_their_expressions():
+    before = {"settings": {"seed": 0}, "records": [
+        {"set": "s", "item": "a", "target": 0, "mode": "text", "ious": [0.2, 0.8], "hits": [False, True]}]}
+    after = {"settings": {"seed": 0}, "records": [
+        {"set": "s", "item": "a", "target": 0, "mode": "text", "ious": [0.6, 0.8], "hits": [True, True]}]}
+    rows = {r["measure"]: r for r in paired_rows(before, after, resamples=50)}
+    assert rows["IoU"]["before"] == pytest.approx(0.5) and rows["IoU"]["diff"] == pytest.approx(0.2)
+    assert rows["right"]["before"] == pytest.approx(0.5) and rows["right"]["after"] == pytest.approx(1.0)
+
+
 def test_bootstrap_interval_brackets_the_mean_and_is_a_point_for_constant_differences():
     d = np.random.default_rng(0).normal(0.05, 0.1, 400)
     lo, hi = bootstrap_interval(d)

@@ -122,6 +122,20 @@ def test_pose_prior_joins_only_first_rounds_with_a_box_or_positive_marks(weights
     assert calls[n] in click_rects(200.0, 150.0, W, H)
 
 
+def test_pose_prior_joins_every_text_round_answered_through_a_found_person(weights, monkeypatch):
+    engine = _engine(weights)
+    calls = []
+    engine._pose = lambda image, rect: calls.append(rect) or np.zeros(image.shape[:2], np.float32)
+    found = [100.0, 100.0, 300.0, 200.0]
+    monkeypatch.setattr(engine, "_grounded_box", lambda s, history: found)
+    sid = engine.open(_image())
+    engine.predict(sid, {"text": "the person on the left"})
+    engine.predict(sid, {"text": "no, the person on the right"})
+    assert calls == [box_rect(Box(*found), W, H)] * 2
+    # The found box prompts the networks only: the session keeps the text, and nothing is cut to that box.
+    assert engine._sessions[sid].history.box is None
+
+
 def test_a_failing_or_missing_pose_model_costs_nothing_but_the_prior(weights, monkeypatch):
     engine = _engine(weights)
     sid = engine.open(_image())
