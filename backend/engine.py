@@ -449,8 +449,10 @@ class Engine:
         if prompts.box is None and not any(p for _, _, p in points(prompts)):
             return None
         if self._pose is None:
+            from backend.people import pose_detector
+
             try:
-                self._pose = PoseOnCrop()
+                self._pose = pose_detector().on_crop()
             except RuntimeError as exc:
                 log.warning("the pose prior is off: %s", exc)
                 self.pose_prior = False

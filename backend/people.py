@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from backend.envflag import env_flag
+from backend.pose_prior import PoseOnCrop
 
 MAX_PEOPLE = 12
 DETECT_MAX_SIDE = 1280  # mediapipe works at 256 px inside; a bigger input only costs time
@@ -62,6 +63,10 @@ class PoseDetector:
 
     def close(self) -> None:
         self._pose.close()
+
+    def on_crop(self) -> PoseOnCrop:
+        """This detector's graph run on one crop at a time (the engine's pose prior; one graph per process)."""
+        return PoseOnCrop(self._pose, self._lock)
 
     def __call__(self, image: np.ndarray) -> list[list[float]]:
         return [box for box, _ in self.find(image).people]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -26,16 +27,19 @@ MIN_CROP = 16
 
 class PoseOnCrop:
     """mediapipe pose segmentation of one crop at a time: ``(image, rect) -> H x W float32 mask`` of the whole
-    image, zero outside the crop. One graph per instance; calls are serialised (mediapipe graphs are not
-    thread-safe)."""
+    image, zero outside the crop. Calls are serialised (mediapipe graphs are not thread-safe). ``graph`` and ``lock``
+    share an existing static-image pose graph with segmentation (the engine shares the people finder's, one graph per
+    process); without them a new graph is built."""
 
-    def __init__(self) -> None:
-        try:
-            import mediapipe as mp  # loading the TFLite graph costs a second: only when a prior is wanted
-        except ImportError as exc:
-            raise RuntimeError("the pose prior needs mediapipe 0.10.21 in the backend environment") from exc
-        self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True)
-        self._lock = threading.Lock()
+    def __init__(self, graph: Any = None, lock: threading.Lock | None = None) -> None:
+        if graph is None:
+            try:
+                import mediapipe as mp  # loading the TFLite graph costs a second: only when a prior is wanted
+            except ImportError as exc:
+                raise RuntimeError("the pose prior needs mediapipe 0.10.21 in the backend environment") from exc
+            graph = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True)
+        self._pose = graph
+        self._lock = lock or threading.Lock()
 
     def close(self) -> None:
         self._pose.close()

@@ -155,10 +155,19 @@ def test_a_failing_or_missing_pose_model_costs_nothing_but_the_prior(weights, mo
     def no_mediapipe():
         raise RuntimeError("the pose prior needs mediapipe 0.10.21 in the backend environment")
 
-    monkeypatch.setattr("backend.engine.PoseOnCrop", no_mediapipe)
+    monkeypatch.setattr("backend.people.pose_detector", no_mediapipe)
     sid = engine.open(_image())
     engine.predict(sid, prompts)
     assert engine.pose_prior is False
+
+
+def test_the_prior_shares_the_people_finders_graph(weights):
+    from backend.people import pose_detector
+
+    engine = _engine(weights)
+    sid = engine.open(_image())
+    engine.predict(sid, {"box": [100.0, 100.0, 300.0, 200.0]})
+    assert engine._pose is not None and engine._pose._pose is pose_detector()._pose
 
 
 def test_crop_geometry_stays_in_the_image():
