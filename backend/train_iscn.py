@@ -210,7 +210,8 @@ def train_iscn(args: argparse.Namespace) -> int:
                     "spent": time.time() - t_start}, state_path)
         meta = {"stage": "iscn", "steps": step, "cpu_minutes_wall": round((time.time() - t_start) / 60, 1),
                 "batch": args.batch, "caches": [str(p) for p in args.cache],
-                "init": None if args.init is None else str(args.init), "loose_boxes": args.loose_boxes}
+                "init": None if args.init is None else str(args.init), "loose_boxes": args.loose_boxes,
+                "earlier_rounds": list(args.earlier_rounds)}
         save_checkpoint(model, out / "dfimat-s-iscn.pt", meta)
         log(f"saved step {step}{' (final)' if final else ''}")
 
@@ -228,7 +229,7 @@ def train_iscn(args: argparse.Namespace) -> int:
 
         samples = [sampler.draw() for _ in range(args.batch)]
         feats = _batch_feats(caches, samples)
-        extra = int(rng.choice([0, 0, 0, 1, 2]))
+        extra = int(rng.choice(args.earlier_rounds))
         prev, has_prev = earlier_rounds(model, feats, samples, sampler, extra, size, encoder.embed)
         masks, logits = run_round(model, feats, samples, prev, has_prev, size, encoder.embed)
         gt = torch.from_numpy(np.stack([s["gt"] for s in samples])).float().unsqueeze(1)
@@ -264,6 +265,16 @@ def load_iscn_into(model: DFIMatS, path: Path) -> None:
     model.iscn.load_state_dict(trained.iscn.state_dict())
 
 
+def _round_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated round counts, got {text!r}") from None
+    if not counts or min(counts) < 0:
+        raise argparse.ArgumentTypeError(f"round counts must be >= 0, got {text!r}")
+    return counts
+
+
 def add_iscn_parser(sub) -> None:
     from backend.train import DEFAULT_CACHE, REPO, add_run_arguments
 
@@ -272,6 +283,9 @@ def add_iscn_parser(sub) -> None:
     p.add_argument("--out", type=Path, default=REPO / "runs" / "iscn")
     p.add_argument("--init", type=Path, default=None,
                    help="start from this DFIMat-S checkpoint's ISCN weights (ignored with --resume)")
+    p.add_argument("--earlier-rounds", type=_round_counts, default=(0, 0, 0, 1, 2),
+                   help="comma-separated counts drawn per sample of no-gradient corrective rounds before the trained "
+                        "one (default 0,0,0,1,2)")
     p.add_argument("--loose-boxes", type=float, default=0.0,
                    help="share of box rounds whose box is a user-like loose rectangle (default 0: tight +-8 %%)")
     add_run_arguments(p, steps=4000, minutes=35.0, batch=8, lr=0.0004)

@@ -77,8 +77,10 @@ def test_mosaic_cache_and_loose_box_training_run(runs):
     assert [e["set"] for e in cache["meta"]["entries"]] == ["mosaic", "mosaic"]
     assert all(e["targets"] >= 1 for e in cache["meta"]["entries"])
     out = train("iscn", "--cache", runs / "cache", runs / "mosaic", "--steps", 1, "--batch", 2, "--loose-boxes", "1",
-                "--out", runs / "loose")
-    assert "saved step 1 (final)" in out
+                "--earlier-rounds", "3", "--log-every", 1, "--out", runs / "loose")
+    assert "saved step 1 (final)" in out and "rounds 4.000" in out  # three corrective rounds, then the trained one
+    bad = run_train("iscn", "--cache", runs / "cache", "--earlier-rounds", "1,-2", "--out", runs / "bad")
+    assert bad.returncode != 0 and "round counts must be >= 0" in bad.stderr
 
 
 def test_mrn_and_assemble_give_a_checkpoint_the_engine_runs(runs):
