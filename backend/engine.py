@@ -138,8 +138,7 @@ def box_support(history: PromptHistory, width: int, height: int) -> tuple[int, i
     box = history.box
     if box is None:
         return None
-    mx, my = BOX_SUPPORT_MARGIN * (box.x1 - box.x0), BOX_SUPPORT_MARGIN * (box.y1 - box.y0)
-    x0, y0, x1, y1 = box.x0 - mx, box.y0 - my, box.x1 + mx, box.y1 + my
+    x0, y0, x1, y1 = box.grown(*(BOX_SUPPORT_MARGIN,) * 4).as_list()
     marks = [(c.x, c.y, 0.0) for c in history.clicks if c.positive]
     marks += [(x, y, st.width / 2) for st in history.scribbles if st.positive for x, y in st.points]
     if any(x - r < x0 or x + r > x1 or y - r < y0 or y + r > y1 for x, y, r in marks):

@@ -51,7 +51,6 @@ from backend.data import (
     read_image,
     split,
 )
-from backend.dfimat.prompts import Box
 from backend.metrics import VS_BINARY_NOTE, boundary_f, iou, leak, matting_vs_binary, noc
 from backend.people import matte_people
 from backend.refexpr import expressions, reword
@@ -118,9 +117,7 @@ def _run_box(m: _Timed, sid: str, gt: np.ndarray, rng: np.random.Generator, igno
     box = simulate_first_round("box", gt, rng).box
     if margin > 0:
         # A user's rectangle, not a tight one: every side moved out by `margin` of the box's size, kept in the image.
-        h, w = gt.shape
-        mx, my = margin * (box.x1 - box.x0), margin * (box.y1 - box.y0)
-        box = Box(max(0.0, box.x0 - mx), max(0.0, box.y0 - my), min(float(w), box.x1 + mx), min(float(h), box.y1 + my))
+        box = box.grown(*(margin,) * 4, gt.shape[1], gt.shape[0])
     alpha = m.predict(sid, {"box": box.as_list()}, "box", 1)
     return _Run([iou(alpha, gt, ignore)], alpha)
 

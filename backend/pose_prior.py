@@ -73,9 +73,7 @@ def box_pixels(box: Box, width: int, height: int) -> Rect:
 
 
 def box_rect(box: Box, width: int, height: int) -> Rect | None:
-    pw, ph = BOX_PADDING * (box.x1 - box.x0), BOX_PADDING * (box.y1 - box.y0)
-    x0, y0, x1, y1 = box_pixels(Box(max(0.0, box.x0 - pw), max(0.0, box.y0 - ph),
-                                    min(width, box.x1 + pw), min(height, box.y1 + ph)), width, height)
+    x0, y0, x1, y1 = box_pixels(box.grown(*(BOX_PADDING,) * 4, width, height), width, height)
     return (x0, y0, x1, y1) if min(x1 - x0, y1 - y0) >= MIN_CROP else None
 
 

@@ -67,10 +67,8 @@ def compute_texts(cache_dir: Path, cache: dict, log) -> list[list[list[str]]]:
 def loose_box(box: Box, shape: tuple[int, int], rng: np.random.Generator) -> Box:
     """`box` with each side moved out by a uniform share (0 to `LOOSE_BOX_MAX`) of its size, kept in the image."""
     h, w = shape
-    bw, bh = box.x1 - box.x0, box.y1 - box.y0
     dx0, dx1, dy0, dy1 = rng.uniform(0.0, LOOSE_BOX_MAX, 4)
-    return Box(max(0.0, box.x0 - dx0 * bw), max(0.0, box.y0 - dy0 * bh),
-               min(float(w), box.x1 + dx1 * bw), min(float(h), box.y1 + dy1 * bh))
+    return box.grown(dx0, dy0, dx1, dy1, w, h)
 
 
 class Sampler:

@@ -45,6 +45,18 @@ def photo(path: Path | None, megapixels: float) -> np.ndarray:
     return cv2.resize(image, (round(image.shape[1] * s), round(image.shape[0] * s)), interpolation=cv2.INTER_CUBIC)
 
 
+def first_rounds(engine: Engine, image: np.ndarray, prompts: dict, repeats: int = 3) -> list[float]:
+    """Seconds for `repeats` fresh sessions' first round (encode + predict) with `prompts`."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sid = engine.open(image)
+        engine.predict(sid, prompts)
+        times.append(time.perf_counter() - t0)
+        engine.close(sid)
+    return times
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, default=None)
@@ -81,20 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append(time.perf_counter() - t0)
         engine.close(sid)
     # A first round of one click: the pose prior may try up to twelve crops around it (`backend.pose_prior`).
-    clicks = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        sid = engine.open(image)
-        engine.predict(sid, {"clicks": [[0.45 * w, 0.5 * h, True]]})
-        clicks.append(time.perf_counter() - t0)
-        engine.close(sid)
-    texts = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        sid = engine.open(image)
-        engine.predict(sid, {"text": "the person on the left"})
-        texts.append(time.perf_counter() - t0)
-        engine.close(sid)
+    clicks = first_rounds(engine, image, {"clicks": [[0.45 * w, 0.5 * h, True]]})
+    texts = first_rounds(engine, image, {"text": "the person on the left"})
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
         "image": f"{w}x{h}", "threads": args.threads, "runtime": engine.runtime,

@@ -126,3 +126,10 @@ def test_frozen():
     c = Click(1, 2)
     with pytest.raises(AttributeError):
         c.x = 5
+
+
+def test_box_grown_moves_each_side_by_its_fraction_and_clips_only_when_asked():
+    box = Box(10.0, 20.0, 30.0, 60.0)  # 20 wide, 40 high
+    assert box.grown(0.5, 0.25, 0.1, 0.0).as_list() == pytest.approx([0.0, 10.0, 32.0, 60.0])
+    assert box.grown(1.0, 1.0, 1.0, 1.0).as_list() == pytest.approx([-10.0, -20.0, 50.0, 100.0])
+    assert box.grown(1.0, 1.0, 1.0, 1.0, 40, 90).as_list() == pytest.approx([0.0, 0.0, 40.0, 90.0])

@@ -148,6 +148,16 @@ class Box:
     def scaled(self, sx: float, sy: float) -> Box:
         return Box(self.x0 * sx, self.y0 * sy, self.x1 * sx, self.y1 * sy)
 
+    def grown(self, left: float, top: float, right: float, bottom: float,
+              width: float | None = None, height: float | None = None) -> Box:
+        """Each side moved out by that fraction of the box's width (left, right) or height (top, bottom); kept inside
+        a ``width`` x ``height`` image when both are given."""
+        bw, bh = self.x1 - self.x0, self.y1 - self.y0
+        x0, y0, x1, y1 = self.x0 - left * bw, self.y0 - top * bh, self.x1 + right * bw, self.y1 + bottom * bh
+        if width is not None and height is not None:
+            x0, y0, x1, y1 = max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1)
+        return Box(x0, y0, x1, y1)
+
     def as_list(self) -> list[float]:
         return [self.x0, self.y0, self.x1, self.y1]
 
