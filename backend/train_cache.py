@@ -25,9 +25,9 @@ import torch
 
 from backend import data
 from backend.dfimat.encoder import BACKBONE_CHANNELS, Letterbox, load_backbone
+from backend.synth.mosaic import mosaic
 
 IGNORE = 255
-MOSAIC_MIN_FRAC = 0.005
 
 
 def _square(image: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -69,39 +69,6 @@ def _collage(parts: list[tuple[np.ndarray, np.ndarray]], size: int, rng: np.rand
         out = np.where(small == 1, k + 1, np.where(small == IGNORE, IGNORE, 0)).astype(np.uint8)
         lab[y0:y0 + nh, x0:x0 + nw] = out
     return img, lab
-
-
-def _mosaic(parts: list[tuple[np.ndarray, np.ndarray]], size: int, rng: np.random.Generator) -> tuple[np.ndarray,
-                                                                                                     np.ndarray]:
-    """Four (image, labels) squares' contents as a 2 x 2 grid, each at most half the side (YOLO-style mosaic): the
-    people become as small as in crowded photos (held-out people: median 5 % of the image; the composites: 19 %)."""
-    img = np.zeros((size, size, 3), np.uint8)
-    lab = np.zeros((size, size), np.uint8)
-    cell = size // 2
-    offset = 0
-    for k, (im, lb) in enumerate(parts):
-        h, w = im.shape[:2]
-        s = min(cell / w, cell / h) * rng.uniform(0.8, 1.0)
-        nw, nh = max(1, int(w * s)), max(1, int(h * s))
-        x0 = (k % 2) * cell + int(rng.integers(0, cell - nw + 1))
-        y0 = (k // 2) * cell + int(rng.integers(0, cell - nh + 1))
-        img[y0:y0 + nh, x0:x0 + nw] = cv2.resize(im, (nw, nh), interpolation=cv2.INTER_AREA)
-        small = cv2.resize(lb, (nw, nh), interpolation=cv2.INTER_NEAREST)
-        n = int(max((v for v in np.unique(lb) if v != IGNORE), default=0))
-        lab[y0:y0 + nh, x0:x0 + nw] = np.where((small > 0) & (small != IGNORE), small.astype(np.int32) + offset,
-                                               small).astype(np.uint8)
-        offset += n
-    # People shrunk below MOSAIC_MIN_FRAC are neither targets nor background (as tiny people are in the real sets).
-    values = [v for v in range(1, offset + 1) if (lab == v).any()]
-    relabel = np.arange(256, dtype=np.uint8)
-    k = 0
-    for v in values:
-        if (lab == v).mean() < MOSAIC_MIN_FRAC:
-            relabel[v] = IGNORE
-        else:
-            k += 1
-            relabel[v] = k
-    return img, relabel[lab]
 
 
 def build_cache(out: Path, items: list[data.Item], size: int = 384, collages: int = 300, seed: int = 0,
@@ -150,7 +117,7 @@ def build_cache(out: Path, items: list[data.Item], size: int = 384, collages: in
         keys = list(contents)
         for c in range(n_mos if len(keys) >= 4 else 0):
             pick = [keys[i] for i in rng.choice(len(keys), size=4, replace=False)]
-            img, lab = _mosaic([contents[p] for p in pick], size, rng)
+            img, lab = mosaic([contents[p] for p in pick], size, rng)
             n = int(max((v for v in np.unique(lab) if v != IGNORE), default=0))
             yield img, lab, {"key": f"mosaic/{c}:" + "+".join(pick), "set": "mosaic", "targets": n,
                              "box_only": False}

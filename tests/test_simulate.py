@@ -171,27 +171,6 @@ def test_fast_on_one_megapixel():
         assert elapsed < 0.25, (mode, elapsed)
 
 
-def test_training_mosaic_shrinks_people_and_keeps_their_labels_apart():
-    from backend.train_cache import IGNORE, MOSAIC_MIN_FRAC, _mosaic
-
-    parts = []
-    for k in range(4):
-        labels = np.zeros((300, 200), np.uint8)
-        labels[50:250, 50:150] = 1
-        if k == 1:
-            labels[0:10, 0:10] = 2  # shrinks below MOSAIC_MIN_FRAC of the mosaic
-        if k == 2:
-            labels[260:, :] = IGNORE
-        parts.append((np.full((300, 200, 3), 60 * k, np.uint8), labels))
-    image, labels = _mosaic(parts, 384, np.random.default_rng(0))
-    assert image.shape == (384, 384, 3) and labels.shape == (384, 384)
-    values = [v for v in np.unique(labels) if v not in (0, IGNORE)]
-    assert values == [1, 2, 3, 4]
-    for v in values:
-        assert MOSAIC_MIN_FRAC < (labels == v).mean() < 0.25  # each person at most a quarter of the picture
-    assert (labels == IGNORE).any()
-
-
 def test_training_loose_box_only_grows_and_stays_in_the_image():
     from backend.train_iscn import LOOSE_BOX_MAX, loose_box
 
