@@ -9,7 +9,7 @@ import torch
 from backend.dfimat.encoder import Letterbox
 from backend.dfimat.model import build_tiny_checkpoint
 from backend.dfimat.prompts import Box, Click, PromptHistory, RoundPrompts, Scribble
-from backend.engine import BOX_SUPPORT_MARGIN, Engine, _mix_prior, box_support
+from backend.engine import BOX_SUPPORT_MARGIN, PRIOR_WEIGHT, Engine, _mix_prior, box_support
 from backend.focus import region_box
 from backend.pose_prior import box_rect, click_rects
 
@@ -81,8 +81,8 @@ def test_mix_prior_adds_log_odds_where_the_prior_lands():
     mask[100:200, 300:400] = 0.99
     mixed = _mix_prior(grid, (mask, 1.0), lb)
     cy, cx = int(150 * 0.64 / 4), int(350 * 0.64 / 4)
-    assert mixed[cy, cx] == pytest.approx(1 / (1 + np.exp(-0.5 * np.log(99))), abs=1e-4)
-    assert mixed[5, 5] == pytest.approx(1 / (1 + np.exp(0.5 * np.log(99))), abs=1e-4)
+    assert mixed[cy, cx] == pytest.approx(1 / (1 + np.exp(-PRIOR_WEIGHT * np.log(99))), abs=1e-4)
+    assert mixed[5, 5] == pytest.approx(1 / (1 + np.exp(PRIOR_WEIGHT * np.log(99))), abs=1e-4)
     # Where both are sure, the answer stays sure; a downscaled prior (f) lands on the same cells.
     sure = _mix_prior(np.full((96, 96), 0.99, np.float32), (mask, 1.0), lb)
     assert sure[cy, cx] > 0.99
