@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from backend import data
+from backend.synth.cutouts import default_data_root
 
 IGNORE = 255
 MIN_FRAC = 0.005  # people shrunk below this share of the mosaic are neither targets nor background
@@ -131,14 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend.synth.mosaic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="output folder (data set layout)")
     parser.add_argument("--data", type=Path, nargs="+", help="source set folders (default: "
-                        + ", ".join(DEFAULT_SETS) + " under ../shared/data)")
+                        + ", ".join(DEFAULT_SETS) + " under $DFIMAT_DATA or ../shared/data)")
     parser.add_argument("--count", type=int, default=DEFAULT_COUNT)
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="side of the square mosaic in px")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.count < 1 or args.size < 64:
         parser.error("--count must be >= 1 and --size >= 64")
-    roots = args.data or [Path(__file__).resolve().parents[2].parent / "shared" / "data" / s for s in DEFAULT_SETS]
+    roots = args.data or [default_data_root() / s for s in DEFAULT_SETS]
     try:
         sets = [data.load_set(r) for r in roots]
         held = [s.name for s in sets if s.name in data.HELD_OUT_SETS]
