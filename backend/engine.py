@@ -26,7 +26,8 @@ plus 5 % of its size, unless a positive click or stroke lies beyond it.
 
 Pose prior (default on; `Engine.load(pose_prior=False)` or $DFIMAT_POSE_PRIOR=0 turns it off; `backend.pose_prior`):
 in a first round with a box or positive marks, mediapipe's person mask on crops placed by them joins the ISCN's
-coarse mask (added log-odds) before the MRN.
+coarse mask (added log-odds) and again the MRN's input at its crop's resolution; a mask that holds none of the
+positive marks is someone else's and is dropped.
 
 Text grounding (default on; `Engine.load(text_grounding=False)` or $DFIMAT_TEXT_GROUNDING=0 turns it off; see
 `backend.grounding`): while a session's prompts are text only, the people in the photo are found once (mediapipe
@@ -46,6 +47,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -67,7 +69,7 @@ from backend.focus import (
     target_extent,
 )
 from backend.grounding import Candidate, describe, match
-from backend.pose_prior import PoseOnCrop, points, pose_mask
+from backend.pose_prior import PoseOnCrop, covers_a_positive, points, pose_mask
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +90,11 @@ BOX_SUPPORT_MARGIN = 0.05
 # turns it off): mediapipe's person mask on crops placed by the round's box / positive marks joins the ISCN's coarse
 # mask before the MRN as added log-odds, logit(coarse) + w * logit(prior): where both agree the mask stays as decided
 # as it was (a weighted mean of probabilities left large half-transparent areas in the matte), where they disagree
-# the stronger wins. w = 1.0: chosen over 0.5 on the validation mosaics by a rule written first, then confirmed on
-# the held-out photos (clicks IoU@1 +0.021; model card, "Pose prior weight"); 2.0 gained nothing more. The pose
-# model runs on the photo downscaled to PRIOR_MAX_SIDE (it works at 256 px inside), so a 24 MP photo costs no more.
+# the stronger wins. It joins twice: on the ISCN's grid (which places the matting crop and is kept for the CRM), and
+# on the MRN's crop at the crop's resolution (the grid keeps a small person's outline only to a cell). w = 1.0:
+# chosen over 0.5 on the validation mosaics by a rule written first, then confirmed on the held-out photos (model
+# card, "Pose prior, 2026-12-03"); 2.0 gained nothing more. The pose model runs on the photo downscaled to
+# PRIOR_MAX_SIDE (it works at 256 px inside), so a 24 MP photo costs no more.
 PRIOR_WEIGHT = 1.0
 PRIOR_CLIP = 0.01  # probabilities are clipped to [0.01, 0.99] before their log-odds are taken
 PRIOR_MAX_SIDE = 1024
@@ -156,6 +160,15 @@ def _cut_to(alpha: np.ndarray, rect: tuple[int, int, int, int]) -> None:
     alpha[:, x1:] = 0
 
 
+class _MrnPrior(NamedTuple):
+    """What the MRN's crop needs to join the pose prior itself: the ISCN's own grid before the grid-level join, the
+    prior, and where the letterboxed image (photo or focus region) starts in the photo."""
+
+    own: np.ndarray
+    prior: tuple[np.ndarray, float]
+    offset: tuple[int, int]
+
+
 def _mix_prior(grid: np.ndarray, prior: tuple[np.ndarray, float], lb: Letterbox) -> np.ndarray:
     """`grid` (G x G probability on `lb`'s square: whole image or focus region) joined with the pose prior sampled
     at the grid's cell centres (`PRIOR_WEIGHT`); cells outside the pose model's crop count as its "no person"."""
@@ -166,7 +179,26 @@ def _mix_prior(grid: np.ndarray, prior: tuple[np.ndarray, float], lb: Letterbox)
     xy = lb.to_image(np.stack([xx.ravel(), yy.ravel()], axis=1)) * f
     sampled = cv2.remap(mask, xy[:, 0].reshape(g, g).astype(np.float32), xy[:, 1].reshape(g, g).astype(np.float32),
                         cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    return (1.0 / (1.0 + np.exp(-(_logit(grid) + PRIOR_WEIGHT * _logit(sampled))))).astype(np.float32)
+    return _join(grid, sampled)
+
+
+def _join(own: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """The ISCN's probability and the pose prior's as added log-odds (`PRIOR_WEIGHT`)."""
+    return (1.0 / (1.0 + np.exp(-(_logit(own) + PRIOR_WEIGHT * _logit(prior))))).astype(np.float32)
+
+
+def _prior_on_rect(prior: tuple[np.ndarray, float], rect: tuple[int, int, int, int],
+                   out_hw: tuple[int, int]) -> np.ndarray:
+    """The pose prior (mask of the photo downscaled by f, and f) sampled over the photo's pixel rectangle ``rect`` at
+    ``out_hw``; beyond the mask's edge it says "no person"."""
+    mask, f = prior
+    x0, y0, x1, y1 = rect
+    oh, ow = out_hw
+    sx, sy = (x1 - x0) / ow * f, (y1 - y0) / oh * f
+    # Pixel centres: mask_x = (x0 + (u + 0.5) * (x1 - x0) / ow) * f - 0.5
+    mat = np.array([[sx, 0.0, x0 * f + 0.5 * sx - 0.5], [0.0, sy, y0 * f + 0.5 * sy - 0.5]], np.float32)
+    return cv2.warpAffine(mask.astype(np.float32), mat, (ow, oh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -399,6 +431,7 @@ class Engine:
             # round starts afresh from the text).
             fresh = len(history) == 1 or box is not None
             prior = self._pose_prior(s, asked) if self.pose_prior and fresh else None
+            own = coarse
             if prior is not None:
                 coarse = _mix_prior(coarse, prior, s.letterbox)
             # A first round without a box has only the marks and a partial coarse mask to place the region by; the
@@ -406,16 +439,18 @@ class Engine:
             placed = seen.box is not None or len(history) > 1
             focused = self._focus(s, seen, seen_new, coarse) if self.focus and placed else None
             if focused is None:
-                alpha = self._refine(s.image, s.letterbox, coarse)
+                at_mrn = None if prior is None else _MrnPrior(own, prior, (0, 0))
+                alpha = self._refine(s.image, s.letterbox, coarse, prior=at_mrn)
             else:
                 rb, fine = focused
+                at_mrn = None if prior is None else _MrnPrior(fine, prior, rb.region[:2])
                 if prior is not None:
                     fine = _mix_prior(fine, prior, rb)
                     focused = (rb, fine)
                 x0, y0, x1, y1 = rb.region
                 alpha = np.zeros((h, w), np.float32)
                 # The region is a view of the original pixels; the MRN writes straight into the full matte.
-                self._refine(s.image[y0:y1, x0:x1], rb, fine, out=alpha[y0:y1, x0:x1])
+                self._refine(s.image[y0:y1, x0:x1], rb, fine, out=alpha[y0:y1, x0:x1], prior=at_mrn)
             support = box_support(history, w, h)
             if support is not None:
                 _cut_to(alpha, support)
@@ -465,6 +500,10 @@ class Engine:
             mask = pose_mask(prompts.scaled(f, f), small.shape[1], small.shape[0], lambda r: pose(small, r))
         except Exception:  # a native model failing on one image must not cost the user the round
             log.exception("the pose prior failed on this image; the ISCN answers alone")
+            return None
+        # The pose model segments the most prominent person of a crop: a mask that holds none of the user's positive
+        # marks is someone else (a click on a small person beside a large one), and must not outvote the ISCN.
+        if any(p for _, _, p in points(prompts)) and not covers_a_positive(mask, prompts.scaled(f, f)):
             return None
         return (mask, f) if mask.max() > 0.5 else None
 
@@ -558,9 +597,10 @@ class Engine:
         return x0, y0, x1, y1
 
     def _refine(self, image: np.ndarray, lb: Letterbox, coarse: np.ndarray,
-                out: np.ndarray | None = None) -> np.ndarray:
+                out: np.ndarray | None = None, prior: _MrnPrior | None = None) -> np.ndarray:
         """MRN on the target's crop; everything outside the crop is background. `image` is what `lb` letterboxes (the
-        photo, or a focus region of it, with `out` the matching zeroed view of the full matte)."""
+        photo, or a focus region of it, with `out` the matching zeroed view of the full matte). `coarse` places the
+        crop; with a `prior` the MRN's mask is the ISCN's own joined with the prior at the crop's resolution."""
         h, w = image.shape[:2]
         alpha = np.zeros((h, w), np.float32) if out is None else out
         crop = self._crop_for(coarse, lb)
@@ -574,6 +614,10 @@ class Engine:
         region = image[y0:y1, x0:x1]
         small = cv2.resize(region, (mw, mh), interpolation=cv2.INTER_AREA if mw < cw else cv2.INTER_LINEAR)
         mask = lb.square_to_crop(coarse, crop, (mh, mw))
+        if prior is not None:
+            ox, oy = prior.offset
+            on_crop = _prior_on_rect(prior.prior, (ox + x0, oy + y0, ox + x1, oy + y1), (mh, mw))
+            mask = _join(lb.square_to_crop(prior.own, crop, (mh, mw)), on_crop)
         x = np.concatenate([small.astype(np.float32) / 255.0, np.clip(mask, 0, 1)[..., None]], axis=2)
         x = torch.from_numpy(x.transpose(2, 0, 1)).unsqueeze(0).to(self.device)
         with torch.no_grad():

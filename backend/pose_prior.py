@@ -96,6 +96,11 @@ def _value_at(alpha: np.ndarray, x: float, y: float) -> float:
     return float(alpha[min(h - 1, int(y)), min(w - 1, int(x))])
 
 
+def covers_a_positive(alpha: np.ndarray, prompts: RoundPrompts) -> bool:
+    """Whether the mask holds at least one positive click or stroke vertex (prompts in the mask's pixels)."""
+    return any(_value_at(alpha, x, y) > 0.5 for x, y, p in points(prompts) if p)
+
+
 def pose_mask(prompts: RoundPrompts, width: int, height: int, on_crop: Callable[[Rect], np.ndarray]) -> np.ndarray:
     """H x W float32 person mask for ``prompts`` (a box and/or points), zeros when no crop holds a person.
     ``on_crop(rect)`` runs the pose model on one crop (callers cache it per image)."""

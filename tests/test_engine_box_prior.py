@@ -9,7 +9,7 @@ import torch
 from backend.dfimat.encoder import Letterbox
 from backend.dfimat.model import build_tiny_checkpoint
 from backend.dfimat.prompts import Box, Click, PromptHistory, RoundPrompts, Scribble
-from backend.engine import BOX_SUPPORT_MARGIN, PRIOR_WEIGHT, Engine, _mix_prior, box_support
+from backend.engine import BOX_SUPPORT_MARGIN, PRIOR_WEIGHT, Engine, _mix_prior, _prior_on_rect, box_support
 from backend.focus import region_box
 from backend.pose_prior import box_rect, click_rects
 
@@ -58,7 +58,8 @@ def test_a_positive_mark_beyond_the_box_lifts_the_support():
 
 def test_engine_cuts_the_matte_and_the_kept_prediction_to_the_box(weights, monkeypatch):
     engine = _engine(weights, pose_prior=False)
-    monkeypatch.setattr(engine, "_refine", lambda image, lb, coarse, out=None: np.ones(image.shape[:2], np.float32))
+    monkeypatch.setattr(engine, "_refine",
+                        lambda image, lb, coarse, out=None, prior=None: np.ones(image.shape[:2], np.float32))
     monkeypatch.setattr(engine, "_localise", lambda s, h, n, view=None: np.ones((96, 96), np.float32))
     sid = engine.open(_image())
     alpha = engine.predict(sid, {"box": [100.0, 100.0, 300.0, 200.0]})
@@ -94,6 +95,34 @@ def test_mix_prior_adds_log_odds_where_the_prior_lands():
     assert in_region[48, 48] > 0.8 and in_region[2, 2] < 0.2
 
 
+def test_prior_on_rect_samples_the_photo_rectangle_from_the_downscaled_mask():
+    mask = np.zeros((H // 2, W // 2), np.float32)  # the prior of the photo downscaled by f = 0.5
+    mask[50:100, 150:200] = 0.99  # photo pixels x 300-400, y 100-200
+    out = _prior_on_rect((mask, 0.5), (250, 50, 450, 250), (100, 100))  # 2 photo px per output px
+    assert out.shape == (100, 100)
+    assert out[50, 50] == pytest.approx(0.99) and out[5, 5] == 0.0
+    assert out[:, :23].max() == 0.0 and out[26:73, 27:73].min() == pytest.approx(0.99)
+    beyond = _prior_on_rect((mask, 0.5), (500, 300, 700, 500), (50, 50))  # partly outside the photo
+    assert beyond.max() == 0.0
+
+
+def test_the_mrn_joins_the_prior_at_its_crop_in_first_rounds_only(weights, monkeypatch):
+    engine = _engine(weights)
+    engine._pose = lambda image, rect: np.pad(np.full((100, 100), 0.9, np.float32),
+                                              ((100, image.shape[0] - 200), (150, image.shape[1] - 250)))
+    seen = []
+    refine = engine._refine
+    monkeypatch.setattr(engine, "_refine", lambda *a, **kw: seen.append(kw.get("prior")) or refine(*a, **kw))
+    sid = engine.open(_image())
+    engine.predict(sid, {"clicks": [[200.0, 150.0, True]]})
+    first = seen[-1]
+    assert first is not None and first.offset == (0, 0)
+    # The MRN gets the ISCN's own grid; the kept prediction (for the CRM) is the grid joined with the prior.
+    assert not np.allclose(first.own, engine._sessions[sid].prev)
+    engine.predict(sid, {"clicks": [[400.0, 300.0, False]]})
+    assert seen[-1] is None
+
+
 def test_pose_prior_joins_only_first_rounds_with_a_box_or_positive_marks(weights, monkeypatch):
     engine = _engine(weights)
     calls = []
@@ -120,6 +149,22 @@ def test_pose_prior_joins_only_first_rounds_with_a_box_or_positive_marks(weights
     engine.reset(sid)
     engine.predict(sid, {"clicks": [[200.0, 150.0, True]]})
     assert calls[n] in click_rects(200.0, 150.0, W, H)
+
+
+def test_a_pose_mask_that_misses_every_positive_mark_is_dropped(weights):
+    engine = _engine(weights)
+    person = np.zeros((H, W), np.float32)
+    person[50:350, 50:250] = 0.9  # a large person at the left, whoever the crop was placed for
+    engine._pose = lambda image, rect: person.copy()
+    sid = engine.open(_image())
+    s = engine._sessions[sid]
+    assert engine._pose_prior(s, _history(clicks=(Click(150, 200),))) is not None
+    assert engine._pose_prior(s, _history(clicks=(Click(450, 100),))) is None  # clicked someone else
+    assert engine._pose_prior(s, _history(clicks=(Click(450, 100), Click(150, 200)))) is not None
+    stroke = Scribble(((400.0, 100.0), (150.0, 200.0)), True, 5.0)  # ends on the person
+    assert engine._pose_prior(s, _history(scribbles=(stroke,))) is not None
+    # A box alone has no marks to check against.
+    assert engine._pose_prior(s, _history(box=Box(300.0, 50.0, 550.0, 350.0))) is not None
 
 
 def test_pose_prior_joins_every_text_round_answered_through_a_found_person(weights, monkeypatch):
