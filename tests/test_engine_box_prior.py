@@ -106,7 +106,7 @@ def test_prior_on_rect_samples_the_photo_rectangle_from_the_downscaled_mask():
     assert beyond.max() == 0.0
 
 
-def test_the_mrn_joins_the_prior_at_its_crop_in_first_rounds_only(weights, monkeypatch):
+def test_the_mrn_joins_the_prior_at_its_crop(weights, monkeypatch):
     engine = _engine(weights)
     engine._pose = lambda image, rect: np.pad(np.full((100, 100), 0.9, np.float32),
                                               ((100, image.shape[0] - 200), (150, image.shape[1] - 250)))
@@ -119,7 +119,7 @@ def test_the_mrn_joins_the_prior_at_its_crop_in_first_rounds_only(weights, monke
     assert first is not None and first.offset == (0, 0)
     # The MRN gets the ISCN's own grid; the kept prediction (for the CRM) is the grid joined with the prior.
     assert not np.allclose(first.own, engine._sessions[sid].prev)
-    engine.predict(sid, {"clicks": [[400.0, 300.0, False]]})
+    engine.predict(sid, {"clicks": [[200.0, 150.0, False]]})  # contradicts the prior (see the next test)
     assert seen[-1] is None
 
 
@@ -149,6 +149,31 @@ def test_pose_prior_joins_only_first_rounds_with_a_box_or_positive_marks(weights
     engine.reset(sid)
     engine.predict(sid, {"clicks": [[200.0, 150.0, True]]})
     assert calls[n] in click_rects(200.0, 150.0, W, H)
+
+
+def test_corrective_rounds_keep_the_prior_until_a_mark_contradicts_it(weights, monkeypatch):
+    engine = _engine(weights)
+    person = np.zeros((H, W), np.float32)
+    person[50:350, 50:250] = 0.9
+    engine._pose = lambda image, rect: person.copy()
+    seen = []
+    refine = engine._refine
+    monkeypatch.setattr(engine, "_refine", lambda *a, **kw: seen.append(kw.get("prior")) or refine(*a, **kw))
+    sid = engine.open(_image())
+    engine.predict(sid, {"clicks": [[150.0, 200.0, True]]})
+    first = seen[-1].prior
+    engine.predict(sid, {"clicks": [[100.0, 300.0, True], [400.0, 100.0, False]]})  # agrees with the prior
+    assert seen[-1] is not None and seen[-1].prior is first
+    engine.predict(sid, {"clicks": [[200.0, 100.0, False]]})  # a negative mark on the prior's person
+    assert seen[-1] is None
+    engine.predict(sid, {"clicks": [[150.0, 250.0, True]]})  # dropped for good
+    assert seen[-1] is None
+    engine.reset(sid)
+    assert engine._sessions[sid].kept_prior is None
+    engine.predict(sid, {"scribbles": [{"points": [[420.0, 100.0], [450.0, 200.0]], "positive": True, "width": 5}]})
+    assert seen[-1] is None  # a first round the prior does not cover: nothing to keep either
+    engine.predict(sid, {"clicks": [[150.0, 200.0, True]]})
+    assert seen[-1] is None
 
 
 def test_a_pose_mask_that_misses_every_positive_mark_is_dropped(weights):
