@@ -27,7 +27,8 @@ plus 5 % of its size, unless a positive click or stroke lies beyond it.
 Pose prior (default on; `Engine.load(pose_prior=False)` or $DFIMAT_POSE_PRIOR=0 turns it off; `backend.pose_prior`):
 in a first round with a box or positive marks, mediapipe's person mask on crops placed by them joins the ISCN's
 coarse mask (added log-odds) and again the MRN's input at its crop's resolution; a mask that holds none of the
-positive marks is someone else's and is dropped.
+positive marks is someone else's and is dropped. Corrective rounds keep joining it at the MRN until a new mark
+contradicts it.
 
 Text grounding (default on; `Engine.load(text_grounding=False)` or $DFIMAT_TEXT_GROUNDING=0 turns it off; see
 `backend.grounding`): while a session's prompts are text only, the people in the photo are found once (mediapipe
@@ -299,6 +300,7 @@ class _Session:
         feats += sum(t.numel() * t.element_size() for f in self.crops.values() for t in f.values())
         prev = 0 if self.prev is None else self.prev.nbytes
         prev += 0 if self.focus_prev is None else self.focus_prev[1].nbytes
+        prev += 0 if self.kept_prior is None else self.kept_prior[0].nbytes
         return int(self.image.nbytes + feats + prev)
 
 

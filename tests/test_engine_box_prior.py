@@ -164,8 +164,10 @@ def test_corrective_rounds_keep_the_prior_until_a_mark_contradicts_it(weights, m
     first = seen[-1].prior
     engine.predict(sid, {"clicks": [[100.0, 300.0, True], [400.0, 100.0, False]]})  # agrees with the prior
     assert seen[-1] is not None and seen[-1].prior is first
+    kept_bytes = engine.session_nbytes(sid)
     engine.predict(sid, {"clicks": [[200.0, 100.0, False]]})  # a negative mark on the prior's person
     assert seen[-1] is None
+    assert kept_bytes - engine.session_nbytes(sid) == person.nbytes  # the session's size counted the kept prior
     engine.predict(sid, {"clicks": [[150.0, 250.0, True]]})  # dropped for good
     assert seen[-1] is None
     engine.reset(sid)
