@@ -101,6 +101,12 @@ def covers_a_positive(alpha: np.ndarray, prompts: RoundPrompts) -> bool:
     return any(_value_at(alpha, x, y) > 0.5 for x, y, p in points(prompts) if p)
 
 
+def agrees_with_all(alpha: np.ndarray, prompts: RoundPrompts) -> bool:
+    """Whether every click and stroke vertex lies where the mask says it should: positive ones inside, negative ones
+    outside (prompts in the mask's pixels)."""
+    return all((_value_at(alpha, x, y) > 0.5) == p for x, y, p in points(prompts))
+
+
 def pose_mask(prompts: RoundPrompts, width: int, height: int, on_crop: Callable[[Rect], np.ndarray]) -> np.ndarray:
     """H x W float32 person mask for ``prompts`` (a box and/or points), zeros when no crop holds a person.
     ``on_crop(rect)`` runs the pose model on one crop (callers cache it per image)."""

@@ -67,14 +67,21 @@ class Letterbox:
 
     def square_to_crop(self, square: np.ndarray, crop: tuple[int, int, int, int], out_hw: tuple[int, int]) -> np.ndarray:
         """Sample a square-space map over the image crop (x0, y0, x1, y1) at out_hw, without a full-size array."""
-        x0, y0, x1, y1 = crop
         factor = square.shape[0] / self.size * self.scale  # image px -> map px
-        oh, ow = out_hw
-        sx, sy = (x1 - x0) / ow * factor, (y1 - y0) / oh * factor
-        # Pixel centres: map_x = ((x0 + (u + 0.5) * (x1 - x0) / ow) * factor) - 0.5
-        mat = np.array([[sx, 0.0, x0 * factor + 0.5 * sx - 0.5], [0.0, sy, y0 * factor + 0.5 * sy - 0.5]], np.float32)
-        return cv2.warpAffine(square.astype(np.float32), mat, (ow, oh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_REPLICATE)
+        return sample_rect(square, factor, crop, out_hw)
+
+
+def sample_rect(src: np.ndarray, factor: float, rect: tuple[int, int, int, int], out_hw: tuple[int, int],
+                border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
+    """Bilinear float32 samples of ``src`` (a map of the image at ``factor`` map px per image px) over the image
+    rectangle (x0, y0, x1, y1) at out_hw; ``border`` says what lies beyond ``src`` (BORDER_CONSTANT: zero)."""
+    x0, y0, x1, y1 = rect
+    oh, ow = out_hw
+    sx, sy = (x1 - x0) / ow * factor, (y1 - y0) / oh * factor
+    # Pixel centres: map_x = ((x0 + (u + 0.5) * (x1 - x0) / ow) * factor) - 0.5
+    mat = np.array([[sx, 0.0, x0 * factor + 0.5 * sx - 0.5], [0.0, sy, y0 * factor + 0.5 * sy - 0.5]], np.float32)
+    return cv2.warpAffine(src.astype(np.float32), mat, (ow, oh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=border, borderValue=0.0)
 
 
 def load_backbone() -> nn.Module:

@@ -25,7 +25,7 @@ import numpy as np
 from backend import data
 from backend.synth.cutouts import default_data_root
 
-IGNORE = 255
+IGNORE = data.IGNORE_VALUE
 MIN_FRAC = 0.005  # people shrunk below this share of the mosaic are neither targets nor background
 DEFAULT_SETS = ("ccp-fashion", "davis16-person")
 DEFAULT_SIZE = 768
