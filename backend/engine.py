@@ -99,8 +99,6 @@ BOX_SUPPORT_MARGIN = 0.05
 PRIOR_WEIGHT = 1.0
 PRIOR_CLIP = 0.01  # probabilities are clipped to [0.01, 0.99] before their log-odds are taken
 PRIOR_MAX_SIDE = 1024
-# Mirror pass: the ISCN also answers on the image flipped left-right and the two probabilities are averaged.
-MIRROR_DEFAULT = False
 
 __all__ = ["Engine", "ImageError", "PromptError", "SessionError", "default_weights", "to_rgb_uint8"]
 
@@ -278,13 +276,10 @@ class _Session:
     candidates: list[Candidate] | None = None
     # The first round's pose prior, joined at the MRN's crop in later rounds until a mark contradicts it.
     kept_prior: tuple[np.ndarray, float] | None = None
-    # Mirror pass: encodings of the image flipped left-right (key None) and of flipped focus regions, made on first use.
-    mirrored: dict[tuple[int, int, int, int] | None, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     def nbytes(self) -> int:
         feats = sum(t.numel() * t.element_size() for t in self.feats.values())
         feats += sum(t.numel() * t.element_size() for f in self.crops.values() for t in f.values())
-        feats += sum(t.numel() * t.element_size() for f in self.mirrored.values() for t in f.values())
         prev = 0 if self.prev is None else self.prev.nbytes
         prev += 0 if self.focus_prev is None else self.focus_prev[1].nbytes
         prev += 0 if self.kept_prior is None else self.kept_prior[0].nbytes
@@ -298,7 +293,7 @@ class Engine:
 
     def __init__(self, model: DFIMatS, device: torch.device, meta: dict | None = None, onnx=None,
                  focus: bool | None = None, text_grounding: bool | None = None,
-                 pose_prior: bool | None = None, mirror: bool | None = None) -> None:
+                 pose_prior: bool | None = None) -> None:
         self.model = model.to(device).eval()
         self.device = device
         self.meta = meta or {}
@@ -311,14 +306,12 @@ class Engine:
         self.text_grounding = env_flag("DFIMAT_TEXT_GROUNDING", True) if text_grounding is None \
             else bool(text_grounding)
         self.pose_prior = env_flag("DFIMAT_POSE_PRIOR", True) if pose_prior is None else bool(pose_prior)
-        self.mirror = env_flag("DFIMAT_MIRROR", MIRROR_DEFAULT) if mirror is None else bool(mirror)
         self._pose: PoseOnCrop | None = None
 
     @classmethod
     def load(cls, device: str | None = None, weights: str | Path | None = None,
              runtime: str | None = None, focus: bool | None = None,
-             text_grounding: bool | None = None, pose_prior: bool | None = None,
-             mirror: bool | None = None) -> Engine:
+             text_grounding: bool | None = None, pose_prior: bool | None = None) -> Engine:
         """Load weights (default: `default_weights()`) onto `device` ("cpu", "cuda"; default CUDA if available).
 
         runtime: "torch" or "onnx"; default $DFIMAT_RUNTIME, else "onnx" when the weights ship with matching exported
@@ -331,10 +324,7 @@ class Engine:
         $DFIMAT_TEXT_GROUNDING, else on. Needs mediapipe; without it the ISCN's text path answers alone.
 
         pose_prior: mix mediapipe's person mask into a first round with a box or positive marks (`PRIOR_WEIGHT`);
-        default $DFIMAT_POSE_PRIOR, else on. Without mediapipe the ISCN answers alone.
-
-        mirror: also run the ISCN on the image flipped left-right and average the two answers; default
-        $DFIMAT_MIRROR, else `MIRROR_DEFAULT`."""
+        default $DFIMAT_POSE_PRIOR, else on. Without mediapipe the ISCN answers alone."""
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
@@ -347,7 +337,7 @@ class Engine:
             raise ValueError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
         model, meta = load_checkpoint(path, "cpu")
         onnx = _onnx_runtime(model, path) if runtime == "onnx" else None
-        return cls(model, torch.device(device), meta, onnx, focus, text_grounding, pose_prior, mirror)
+        return cls(model, torch.device(device), meta, onnx, focus, text_grounding, pose_prior)
 
     # -- sessions ---------------------------------------------------------------------------------------------
     def open(self, image: np.ndarray) -> str:
@@ -367,8 +357,7 @@ class Engine:
             source = self._get(sid)
             new = uuid.uuid4().hex
             self._sessions[new] = _Session(image=source.image, letterbox=source.letterbox, feats=source.feats,
-                                           crops=dict(source.crops), candidates=source.candidates,
-                                           mirrored=dict(source.mirrored))
+                                           crops=dict(source.crops), candidates=source.candidates)
         return new
 
     def _encode(self, image: np.ndarray, lb: Letterbox) -> dict[str, torch.Tensor]:
@@ -551,29 +540,6 @@ class Engine:
         """ISCN probability on the G x G grid of the whole image's square, or of `view` = (features, letterbox,
         previous prediction) of a focus region. Both passes go through here so there is one ISCN call site."""
         feats, lb, prev_map = view if view is not None else (s.feats, s.letterbox, s.prev)
-        prob = self._iscn(feats, lb, history, new, prev_map)
-        if self.mirror:
-            key = lb.region if isinstance(lb, RegionBox) else None
-            x0 = 0 if key is None else key[0]
-            axis = 2 * x0 + lb.width  # x -> axis - x flips the view's span [x0, x0 + width) onto itself
-            flipped_prev = None if prev_map is None else lb.mirror_square_map(prev_map)
-            flipped = self._iscn(self._mirrored_feats(s, key, lb), lb, history.mirrored(axis), new.mirrored(axis),
-                                 flipped_prev)
-            prob = 0.5 * (prob + lb.mirror_square_map(flipped))
-        return prob
-
-    def _mirrored_feats(self, s: _Session, key: tuple[int, int, int, int] | None,
-                        lb: Letterbox) -> dict[str, torch.Tensor]:
-        """Backbone features of the whole image (key None) or of a focus region, flipped left-right; cached."""
-        feats = s.mirrored.get(key)
-        if feats is None:
-            view = s.image if key is None else s.image[key[1]:key[3], key[0]:key[2]]
-            feats = self._encode(np.ascontiguousarray(view[:, ::-1]), lb)
-            s.mirrored[key] = feats
-        return feats
-
-    def _iscn(self, feats: dict[str, torch.Tensor], lb: Letterbox, history: PromptHistory, new: RoundPrompts,
-              prev_map: np.ndarray | None) -> np.ndarray:
         size = self.model.config.size
         g = size // 4
         tensors = build_prompt_tensors(history, new, lb, self._embed_text)
@@ -606,9 +572,7 @@ class Engine:
             x0, y0, x1, y1 = region
             feats = self._encode(s.image[y0:y1, x0:x1], rb)
             while len(s.crops) >= FOCUS_CACHE:
-                oldest = next(iter(s.crops))
-                s.crops.pop(oldest)
-                s.mirrored.pop(oldest, None)
+                s.crops.pop(next(iter(s.crops)))
             s.crops[region] = feats
         # The CRM compares this round with what the user saw last: the focused mask if it was on this region, else
         # the whole-image prediction resampled into the crop.

@@ -65,15 +65,6 @@ class Letterbox:
         hh, ww = max(1, round(h * factor)), max(1, round(w * factor))
         return cv2.resize(np.ascontiguousarray(square[:hh, :ww]), (self.width, self.height), interpolation=interpolation)
 
-    def mirror_square_map(self, square: np.ndarray) -> np.ndarray:
-        """A square-space map of the image as it lies over the image flipped left-right (its own inverse): the
-        content's columns are mirrored in place, the right/bottom padding stays where it is (and comes out zero)."""
-        n = square.shape[1]
-        content = self.inner[1] * n / self.size  # content width in map cells, may be fractional
-        flip = np.array([[-1.0, 0.0, content - 1.0], [0.0, 1.0, 0.0]], np.float32)
-        return cv2.warpAffine(np.ascontiguousarray(square, np.float32), flip, (n, square.shape[0]),
-                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-
     def square_to_crop(self, square: np.ndarray, crop: tuple[int, int, int, int], out_hw: tuple[int, int]) -> np.ndarray:
         """Sample a square-space map over the image crop (x0, y0, x1, y1) at out_hw, without a full-size array."""
         factor = square.shape[0] / self.size * self.scale  # image px -> map px

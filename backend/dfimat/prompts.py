@@ -14,7 +14,6 @@ clients and the tests can use it without numpy or torch.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any
@@ -87,10 +86,6 @@ class Click:
     def scaled(self, sx: float, sy: float) -> Click:
         return Click(self.x * sx, self.y * sy, self.positive)
 
-    def mirrored(self, axis: float) -> Click:
-        """The same click on the image flipped left-right about x = axis / 2 (``axis``: the flipped span's x0 + x1)."""
-        return Click(axis - self.x, self.y, self.positive)
-
 
 @dataclass(frozen=True)
 class Scribble:
@@ -127,9 +122,6 @@ class Scribble:
             tuple((x * sx, y * sy) for x, y in self.points), self.positive, self.width * math.sqrt(sx * sy)
         )
 
-    def mirrored(self, axis: float) -> Scribble:
-        return Scribble(tuple((axis - x, y) for x, y in self.points), self.positive, self.width)
-
 
 @dataclass(frozen=True)
 class Box:
@@ -156,9 +148,6 @@ class Box:
     def scaled(self, sx: float, sy: float) -> Box:
         return Box(self.x0 * sx, self.y0 * sy, self.x1 * sx, self.y1 * sy)
 
-    def mirrored(self, axis: float) -> Box:
-        return Box(axis - self.x1, self.y0, axis - self.x0, self.y1)
-
     def grown(self, left: float, top: float, right: float, bottom: float,
               width: float | None = None, height: float | None = None) -> Box:
         """Each side moved out by that fraction of the box's width (left, right) or height (top, bottom); kept inside
@@ -171,19 +160,6 @@ class Box:
 
     def as_list(self) -> list[float]:
         return [self.x0, self.y0, self.x1, self.y1]
-
-
-_SIDE_WORD = re.compile(r"\b(left|right)", re.IGNORECASE)
-
-
-def mirrored_text(text: str) -> str:
-    """``text`` about the photo flipped left-right: "left" and "right" swap, also inside "leftmost", "left-hand",
-    keeping the first letter's case. Other directions (top, front, behind) survive a left-right flip."""
-    def swap(m: re.Match[str]) -> str:
-        word = "right" if m.group(1).lower() == "left" else "left"
-        return word.capitalize() if m.group(1)[0].isupper() else word
-
-    return _SIDE_WORD.sub(swap, text)
 
 
 def _check_text(text: Any) -> str | None:
@@ -247,16 +223,6 @@ class RoundPrompts:
             scribbles=tuple(s.scaled(sx, sy) for s in self.scribbles),
             box=None if self.box is None else self.box.scaled(sx, sy),
             text=self.text,
-        )
-
-    def mirrored(self, axis: float) -> RoundPrompts:
-        """The same request about the image flipped left-right: marks and box at x -> axis - x, and the text's
-        "left" and "right" swapped (`mirrored_text`)."""
-        return RoundPrompts(
-            clicks=tuple(c.mirrored(axis) for c in self.clicks),
-            scribbles=tuple(s.mirrored(axis) for s in self.scribbles),
-            box=None if self.box is None else self.box.mirrored(axis),
-            text=None if self.text is None else mirrored_text(self.text),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -360,9 +326,6 @@ class PromptHistory:
             if r.text is not None:
                 return r.text
         return None
-
-    def mirrored(self, axis: float) -> PromptHistory:
-        return PromptHistory([r.mirrored(axis) for r in self.rounds])
 
     def merged(self) -> RoundPrompts:
         """Rounds 1..t as one round: what a method without multi-round memory is fed at round t (paper Sec. 5.2)."""
