@@ -30,6 +30,11 @@ coarse mask (added log-odds) and again the MRN's input at its crop's resolution;
 positive marks is someone else's and is dropped. Corrective rounds keep joining it at the MRN until a new mark
 contradicts it.
 
+Marks hold (default on; `Engine.load(keep_marks=False)` or $DFIMAT_KEEP_MARKS=0 turns it off; see `backend.marks`): every click and stroke of the
+session is kept on its side of the returned matte, a click in a disk as large as the coarse mask's agreeing region
+around it allows (up to a few grid cells), a stroke along its painted width; the MRN, which does not see the marks,
+had undone corrective clicks the ISCN had obeyed.
+
 Text grounding (default on; `Engine.load(text_grounding=False)` or $DFIMAT_TEXT_GROUNDING=0 turns it off; see
 `backend.grounding`): while a session's prompts are text only, the people in the photo are found once (mediapipe
 pose), described in words, and the person whose description is closest to the text is added as a box for that
@@ -70,6 +75,7 @@ from backend.focus import (
     target_extent,
 )
 from backend.grounding import Candidate, describe, match
+from backend.marks import keep_marks
 from backend.pose_prior import PoseOnCrop, agrees_with_all, covers_a_positive, points, pose_mask
 
 log = logging.getLogger(__name__)
@@ -99,6 +105,9 @@ BOX_SUPPORT_MARGIN = 0.05
 PRIOR_WEIGHT = 1.0
 PRIOR_CLIP = 0.01  # probabilities are clipped to [0.01, 0.99] before their log-odds are taken
 PRIOR_MAX_SIDE = 1024
+# Marks hold (`backend.marks`): every click and stroke is kept on its side in the returned matte.
+KEEP_MARKS_DEFAULT = True
+GRID_STRIDE = 4  # model-square pixels per cell of the ISCN's output grid
 
 __all__ = ["Engine", "ImageError", "PromptError", "SessionError", "default_weights", "to_rgb_uint8"]
 
@@ -194,6 +203,13 @@ def _prior_on_rect(prior: tuple[np.ndarray, float], rect: tuple[int, int, int, i
     ``out_hw``; beyond the mask's edge it says "no person"."""
     mask, f = prior
     return sample_rect(mask, f, rect, out_hw, border=cv2.BORDER_CONSTANT)
+
+
+def _coarse_on(grid: np.ndarray, lb: Letterbox, rect: tuple[int, int, int, int]) -> np.ndarray:
+    """The G x G coarse mask of `lb` (whole image, or a focus region) sampled per pixel over an image rectangle."""
+    ox, oy = lb.region[:2] if isinstance(lb, RegionBox) else (0, 0)
+    x0, y0, x1, y1 = rect
+    return lb.square_to_crop(grid, (x0 - ox, y0 - oy, x1 - ox, y1 - oy), (y1 - y0, x1 - x0))
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -293,7 +309,7 @@ class Engine:
 
     def __init__(self, model: DFIMatS, device: torch.device, meta: dict | None = None, onnx=None,
                  focus: bool | None = None, text_grounding: bool | None = None,
-                 pose_prior: bool | None = None) -> None:
+                 pose_prior: bool | None = None, keep_marks: bool | None = None) -> None:
         self.model = model.to(device).eval()
         self.device = device
         self.meta = meta or {}
@@ -306,12 +322,15 @@ class Engine:
         self.text_grounding = env_flag("DFIMAT_TEXT_GROUNDING", True) if text_grounding is None \
             else bool(text_grounding)
         self.pose_prior = env_flag("DFIMAT_POSE_PRIOR", True) if pose_prior is None else bool(pose_prior)
+        self.keep_marks = env_flag("DFIMAT_KEEP_MARKS", KEEP_MARKS_DEFAULT) if keep_marks is None \
+            else bool(keep_marks)
         self._pose: PoseOnCrop | None = None
 
     @classmethod
     def load(cls, device: str | None = None, weights: str | Path | None = None,
              runtime: str | None = None, focus: bool | None = None,
-             text_grounding: bool | None = None, pose_prior: bool | None = None) -> Engine:
+             text_grounding: bool | None = None, pose_prior: bool | None = None,
+             keep_marks: bool | None = None) -> Engine:
         """Load weights (default: `default_weights()`) onto `device` ("cpu", "cuda"; default CUDA if available).
 
         runtime: "torch" or "onnx"; default $DFIMAT_RUNTIME, else "onnx" when the weights ship with matching exported
@@ -324,7 +343,10 @@ class Engine:
         $DFIMAT_TEXT_GROUNDING, else on. Needs mediapipe; without it the ISCN's text path answers alone.
 
         pose_prior: mix mediapipe's person mask into a first round with a box or positive marks (`PRIOR_WEIGHT`);
-        default $DFIMAT_POSE_PRIOR, else on. Without mediapipe the ISCN answers alone."""
+        default $DFIMAT_POSE_PRIOR, else on. Without mediapipe the ISCN answers alone.
+
+        keep_marks: keep every click and stroke on its side of the matte (`backend.marks`); default
+        $DFIMAT_KEEP_MARKS, else `KEEP_MARKS_DEFAULT`."""
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
@@ -337,7 +359,7 @@ class Engine:
             raise ValueError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
         model, meta = load_checkpoint(path, "cpu")
         onnx = _onnx_runtime(model, path) if runtime == "onnx" else None
-        return cls(model, torch.device(device), meta, onnx, focus, text_grounding, pose_prior)
+        return cls(model, torch.device(device), meta, onnx, focus, text_grounding, pose_prior, keep_marks)
 
     # -- sessions ---------------------------------------------------------------------------------------------
     def open(self, image: np.ndarray) -> str:
@@ -469,6 +491,9 @@ class Engine:
                     fine = focused[1].copy()
                     _cut_to(fine, self._grid_rect(support, focused[0], fine.shape[0]))
                     focused = (focused[0], fine)
+            if self.keep_marks and (history.clicks or history.scribbles):
+                view, grid = focused if focused is not None else (s.letterbox, coarse)
+                keep_marks(alpha, history, lambda rect: _coarse_on(grid, view, rect), GRID_STRIDE / view.scale)
             # Commit only after the round succeeded, so a failure leaves the session as it was.
             s.history, s.prev = history, coarse
             s.kept_prior = kept

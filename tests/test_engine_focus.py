@@ -172,7 +172,9 @@ def test_big_target_skips_the_focus_pass(engine, monkeypatch):
 def test_focus_off_is_the_old_engine(weights):
     from backend.engine import _cut_to, box_support
 
-    off = Engine.load(device="cpu", weights=weights, runtime="torch", focus=False, pose_prior=False)
+    # Marks hold is off too: the reference below rebuilds the networks' path only (tests/test_marks.py covers it).
+    off = Engine.load(device="cpu", weights=weights, runtime="torch", focus=False, pose_prior=False,
+                      keep_marks=False)
     image = _image()
     sid = off.open(image)
     rounds = [{"box": SMALL_BOX}, {"clicks": [[130, 150, True], [150, 200, False]]}]
