@@ -112,6 +112,22 @@ class _Timed:
         return np.asarray(alpha, np.float32)
 
 
+def _obeyed(alpha: np.ndarray, prompts: dict) -> tuple[int, int]:
+    """(marks the matte agrees with, marks): each click, and each vertex of each stroke, is on its side of 0.5."""
+    h, w = alpha.shape
+    marks = [(x, y, bool(p)) for x, y, p in prompts.get("clicks") or []]
+    for stroke in prompts.get("scribbles") or []:
+        marks += [(x, y, bool(stroke["positive"])) for x, y in stroke["points"]]
+    kept = sum(int((alpha[min(h - 1, int(y)), min(w - 1, int(x))] > 0.5) == p) for x, y, p in marks)
+    return kept, len(marks)
+
+
+def _count_obeyed(run: _Run, alpha: np.ndarray, prompts: dict) -> None:
+    kept, total = _obeyed(alpha, prompts)
+    k, n = run.extra.get("marks_obeyed", (0, 0))
+    run.extra["marks_obeyed"] = (k + kept, n + total)
+
+
 def _run_box(m: _Timed, sid: str, gt: np.ndarray, rng: np.random.Generator, ignore: np.ndarray,
              margin: float = 0.0) -> _Run:
     box = simulate_first_round("box", gt, rng).box
@@ -131,6 +147,7 @@ def _run_clicks(m: _Timed, sid: str, gt: np.ndarray, rng: np.random.Generator, i
         if clicks:
             prompts = {"clicks": [[c.x, c.y, c.positive] for c in clicks]}
             alpha = m.predict(sid, prompts, "clicks", n)
+            _count_obeyed(run, alpha, prompts)
         # else: nothing left to correct; the prediction stands
         run.ious.append(iou(alpha, gt, ignore))
         if n == min(MIN_CLICKS, max_clicks):
@@ -151,6 +168,7 @@ def _run_rounds(mode: str, m: _Timed, sid: str, gt: np.ndarray, rng: np.random.G
     for r in range(1, ROUNDS[mode] + 1):
         if not prompts.is_empty():
             alpha = m.predict(sid, prompts.to_dict(), mode, r)
+            _count_obeyed(run, alpha, prompts.to_dict())
         run.ious.append(iou(alpha, gt, ignore))
         if r < ROUNDS[mode]:
             prompts = simulate_next_round(mode, gt, alpha, rng, ignore)
@@ -359,6 +377,10 @@ def summarise(records: list[dict], times: list[dict], opens: list[float], cfg: E
             s["curve"] = _curve(runs, ROUNDS[mode])
             s["iou@1"] = s["curve"][0] if runs else None
             s[f"iou@{ROUNDS[mode]}"] = s["curve"][-1] if runs else None
+        if mode in ("clicks", "scribbles", "mixed"):
+            kept = sum(r.get("marks_obeyed", (0, 0))[0] for r in recs)
+            total = sum(r.get("marks_obeyed", (0, 0))[1] for r in recs)
+            s["marks_obeyed"] = kept / total if total else None
         for key in ("leak", "boundary_f", "sad", "mse", "grad", "conn"):
             s[key] = _mean([r.get(key) for r in recs])
         s["leak_n"] = sum(1 for r in recs if r.get("leak") is not None)
@@ -383,7 +405,7 @@ def format_table(report: dict, title: str = "") -> str:
     """The report's summary as a plain-text table."""
     summary = report["summary"]
     lines = [title] if title else []
-    header = (f"{'mode':<10}{'n':>5}  {'IoU':<52}{'leak%':>7}{'bndF':>7}{'SAD':>9}{'MSEx1e3':>9}"
+    header = (f"{'mode':<10}{'n':>5}  {'IoU':<52}{'marks%':>7}{'leak%':>7}{'bndF':>7}{'SAD':>9}{'MSEx1e3':>9}"
               f"{'GRAD':>9}{'CONN':>9}{'ms med':>9}{'ms p90':>9}")
     lines += [header, "-" * len(header)]
     for mode in report["settings"]["modes"]:
@@ -404,7 +426,8 @@ def format_table(report: dict, title: str = "") -> str:
         else:
             iou_text = "rounds " + " ".join(f"{v:.3f}" for v in s["curve"])
         lines.append(
-            f"{mode:<10}{s['n']:>5}  {iou_text:<52}{_f(s['leak'], '{:.2f}', 100):>7}{_f(s['boundary_f']):>7}"
+            f"{mode:<10}{s['n']:>5}  {iou_text:<52}{_f(s.get('marks_obeyed'), '{:.1f}', 100):>7}"
+            f"{_f(s['leak'], '{:.2f}', 100):>7}{_f(s['boundary_f']):>7}"
             f"{_f(s['sad'], '{:.2f}'):>9}{_f(s['mse'], '{:.2f}', 1e3):>9}{_f(s['grad'], '{:.2f}'):>9}"
             f"{_f(s['conn'], '{:.2f}'):>9}{_f(s['ms']['median'], '{:.0f}'):>9}{_f(s['ms']['p90'], '{:.0f}'):>9}"
         )
@@ -415,6 +438,8 @@ def format_table(report: dict, title: str = "") -> str:
         f" / p90 {_f(t['refine_ms']['p90'], '{:.0f}')}"
     )
     lines.append(f"SAD/MSE/GRAD/CONN (whole image, SAD and GRAD and CONN /1000): {VS_BINARY_NOTE}.")
+    lines.append("marks = share of the clicks and stroke vertices the returned matte puts on their side (alpha > 0.5 "
+                 "for positive ones), checked in the round each was given.")
     lines.append("leak = alpha mass on other labelled people / target area; text expressions are generated.")
     return "\n".join(lines)
 

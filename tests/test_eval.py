@@ -140,6 +140,28 @@ def test_text_hit_rate_and_noc_with_an_oracle(tmp_path):
     assert "hit" in format_table(report)
 
 
+class Stubborn(Oracle):
+    """Always answers person 1's mask (the left, red blob), whatever the marks say."""
+
+    def predict(self, sid, prompts):
+        return (self.labels == 1).astype(np.float32)
+
+
+def test_marks_obeyed_counts_the_marks_the_matte_puts_on_their_side(tmp_path):
+    ds = load_set(make_set(tmp_path / "blobs", 1))
+    labels = cv2.imread(str(ds.items[0].instances_path), cv2.IMREAD_UNCHANGED)
+    config = EvalConfig(modes=("clicks", "scribbles"), max_clicks=5, matting_metrics=False)
+    good = evaluate(Oracle(labels), [(ds, ds.items)], config)
+    assert good["summary"]["clicks"]["marks_obeyed"] == 1.0  # one click, on the target, answered with the target
+    stubborn = evaluate(Stubborn(labels), [(ds, ds.items)], config)
+    by_target = {r["target"]: r["marks_obeyed"] for r in stubborn["records"] if r["mode"] == "clicks"}
+    kept, total = by_target[1]  # person 2 is never answered: its positive clicks and the negative ones on person 1 fail
+    assert total >= 2 and kept == 0
+    assert 0 < stubborn["summary"]["clicks"]["marks_obeyed"] < 1
+    assert stubborn["summary"]["scribbles"]["marks_obeyed"] is not None
+    assert "marks" in format_table(stubborn)
+
+
 def test_dfimat_engine_plumbing_with_tiny_checkpoint(tmp_path):
     engine_mod = pytest.importorskip("backend.engine")
     import torch
