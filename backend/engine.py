@@ -30,10 +30,10 @@ coarse mask (added log-odds) and again the MRN's input at its crop's resolution;
 positive marks is someone else's and is dropped. Corrective rounds keep joining it at the MRN until a new mark
 contradicts it.
 
-Marks hold (default on; `Engine.load(keep_marks=False)` or $DFIMAT_KEEP_MARKS=0 turns it off; see `backend.marks`): every click and stroke of the
-session is kept on its side of the returned matte, a click in a disk as large as the coarse mask's agreeing region
-around it allows (up to a few grid cells), a stroke along its painted width; the MRN, which does not see the marks,
-had undone corrective clicks the ISCN had obeyed.
+Marks hold (default on; `Engine.load(keep_marks=False)` or $DFIMAT_KEEP_MARKS=0 turns it off; see `backend.marks`):
+every click and stroke of the session is kept on its side of the returned matte, a click in a disk as large as the
+coarse mask's agreeing region around it allows (up to a few grid cells), a stroke along its painted width; the MRN,
+which does not see the marks, had undone corrective clicks the ISCN had obeyed.
 
 Text grounding (default on; `Engine.load(text_grounding=False)` or $DFIMAT_TEXT_GROUNDING=0 turns it off; see
 `backend.grounding`): while a session's prompts are text only, the people in the photo are found once (mediapipe
