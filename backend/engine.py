@@ -31,9 +31,10 @@ positive marks is someone else's and is dropped. Corrective rounds keep joining 
 contradicts it.
 
 Marks hold (default on; `Engine.load(keep_marks=False)` or $DFIMAT_KEEP_MARKS=0 turns it off; see `backend.marks`):
-every click and stroke of the session is kept on its side of the returned matte, a click in a disk as large as the
-coarse mask's agreeing region around it allows (up to a few grid cells), a stroke along its painted width; the MRN,
-which does not see the marks, had undone corrective clicks the ISCN had obeyed.
+without a box, parts of the matte that hold no positive mark are dropped; then every click and stroke of the session
+is kept on its side of the returned matte, a click in a disk as large as the coarse mask's agreeing region around it
+allows (up to a few grid cells), a stroke along its painted width; the MRN, which does not see the marks, had undone
+corrective clicks the ISCN had obeyed.
 
 Text grounding (default on; `Engine.load(text_grounding=False)` or $DFIMAT_TEXT_GROUNDING=0 turns it off; see
 `backend.grounding`): while a session's prompts are text only, the people in the photo are found once (mediapipe
@@ -75,7 +76,7 @@ from backend.focus import (
     target_extent,
 )
 from backend.grounding import Candidate, describe, match
-from backend.marks import keep_marks
+from backend.marks import drop_unmarked_parts, keep_marks
 from backend.pose_prior import PoseOnCrop, agrees_with_all, covers_a_positive, points, pose_mask
 
 log = logging.getLogger(__name__)
@@ -492,6 +493,10 @@ class Engine:
                     _cut_to(fine, self._grid_rect(support, focused[0], fine.shape[0]))
                     focused = (focused[0], fine)
             if self.keep_marks and (history.clicks or history.scribbles):
+                # Without a box the person is where the positive marks are; with one, two parts inside it may both
+                # be the person (an arm beyond an occluder), and box support already bounds the matte.
+                if history.box is None:
+                    drop_unmarked_parts(alpha, history)
                 view, grid = focused if focused is not None else (s.letterbox, coarse)
                 keep_marks(alpha, history, lambda rect: _coarse_on(grid, view, rect), GRID_STRIDE / view.scale)
             # Commit only after the round succeeded, so a failure leaves the session as it was.

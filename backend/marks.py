@@ -10,6 +10,10 @@ What is kept, per mark in the order given (a later mark wins where two overlap):
     (up to `MAX_RADIUS_CELLS` cells of the ISCN grid), and at least `MIN_RADIUS_CELLS` cells where it does not;
   * a stroke: the painted stroke itself (its polyline at its width).
 Inside that footprint the matte is raised to 1 (positive) or lowered to 0 (negative), with a one-pixel soft rim.
+
+Before that, in sessions without a box, `drop_unmarked_parts` removes the parts of the matte (connected alpha > 0.5)
+that hold none of the positive marks: the user's person is where they clicked or painted, and a separate blob is
+someone or something else (a neighbour in another part of the photo, a patch of background).
 """
 
 from __future__ import annotations
@@ -97,4 +101,23 @@ def keep_marks(alpha: np.ndarray, history: PromptHistory, coarse_on: CoarseOn, c
             _disk(alpha, c.x, c.y, max(radius, floor), c.positive)
         for s in prompts.scribbles:
             _stroke(alpha, s.points, s.width, s.positive)
+    return alpha
+
+
+def drop_unmarked_parts(alpha: np.ndarray, history: PromptHistory) -> np.ndarray:
+    """Zero every part of the matte (8-connected alpha > 0.5) that holds none of the positive clicks or stroke vertices;
+    nothing when there is no positive mark. Changed in place and returned."""
+    h, w = alpha.shape
+    marks = [(c.x, c.y) for c in history.clicks if c.positive]
+    marks += [p for s in history.scribbles if s.positive for p in s.points]
+    if not marks:
+        return alpha
+    count, labels = cv2.connectedComponents((alpha > 0.5).astype(np.uint8), connectivity=8)
+    if count <= 2:
+        return alpha
+    keep = np.zeros(count, bool)
+    for x, y in marks:
+        keep[labels[min(h - 1, int(y)), min(w - 1, int(x))]] = True
+    keep[0] = True  # the background label: its soft rim stays as the MRN made it
+    alpha[~keep[labels]] = 0.0
     return alpha

@@ -8,7 +8,7 @@ import torch
 from backend.dfimat.model import build_tiny_checkpoint
 from backend.dfimat.prompts import Click, PromptHistory, RoundPrompts, Scribble
 from backend.engine import Engine
-from backend.marks import MAX_RADIUS_CELLS, MIN_RADIUS_CELLS, click_radius, keep_marks
+from backend.marks import MAX_RADIUS_CELLS, MIN_RADIUS_CELLS, click_radius, drop_unmarked_parts, keep_marks
 
 torch.set_num_threads(1)
 
@@ -70,6 +70,27 @@ def test_marks_at_the_image_edge_and_single_point_strokes():
     assert alpha[0, 19] == 1.0 and alpha[19, 0] == 1.0
 
 
+def test_parts_of_the_matte_without_a_positive_mark_are_dropped():
+    alpha = np.zeros((60, 100), np.float32)
+    alpha[10:30, 10:30] = 0.9  # the clicked person
+    alpha[10:30, 60:90] = 0.8  # someone else
+    alpha[40:50, 10:20] = 0.3  # a faint halo below 0.5: not a part
+    history = _history(RoundPrompts(clicks=(Click(20, 20, True), Click(75, 20, False))))
+    drop_unmarked_parts(alpha, history)
+    assert alpha[20, 20] == pytest.approx(0.9) and alpha[20, 75] == 0.0 and alpha[45, 15] == pytest.approx(0.3)
+
+
+def test_a_stroke_vertex_keeps_its_part_and_no_positive_mark_keeps_everything():
+    alpha = np.zeros((60, 100), np.float32)
+    alpha[10:30, 10:30] = alpha[10:30, 60:90] = 1.0
+    stroke = RoundPrompts(scribbles=(Scribble(((70, 15), (80, 25)), True, 3.0),))
+    drop_unmarked_parts(alpha, _history(stroke))
+    assert alpha[20, 20] == 0.0 and alpha[20, 75] == 1.0
+    alpha[10:30, 10:30] = 1.0
+    drop_unmarked_parts(alpha, _history(RoundPrompts(clicks=(Click(50, 50, False),))))
+    assert alpha[20, 20] == 1.0 and alpha[20, 75] == 1.0
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     return build_tiny_checkpoint(tmp_path_factory.mktemp("w") / "tiny.pt")
@@ -98,3 +119,22 @@ def test_switch_from_env_and_load(weights, monkeypatch):
     monkeypatch.setenv("DFIMAT_KEEP_MARKS", "1")
     assert Engine.load(device="cpu", weights=weights, runtime="torch").keep_marks
     assert not Engine.load(device="cpu", weights=weights, runtime="torch", keep_marks=False).keep_marks
+
+
+def test_the_engine_drops_unmarked_parts_unless_a_box_bounds_the_person(weights, monkeypatch):
+    engine = Engine.load(device="cpu", weights=weights, runtime="torch", focus=False, text_grounding=False,
+                         pose_prior=False, keep_marks=True)
+
+    def two_people(image, lb, coarse, out=None, prior=None):
+        alpha = np.zeros(image.shape[:2], np.float32)
+        alpha[50:150, 40:120] = alpha[50:150, 250:330] = 0.9
+        return alpha
+
+    monkeypatch.setattr(engine, "_refine", two_people)
+    image = np.random.default_rng(4).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    sid = engine.open(image)
+    alpha = engine.predict(sid, {"clicks": [[80, 100, True]]})
+    assert alpha[100, 80] > 0.5 and alpha[100, 290] == 0.0
+    engine.reset(sid)
+    alpha = engine.predict(sid, {"box": [30, 40, 340, 160], "clicks": [[80, 100, True]]})
+    assert alpha[100, 290] > 0.5  # a box holds the person: two parts inside it may both be them
