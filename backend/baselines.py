@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 
 from backend.dfimat.prompts import PromptHistory, RoundPrompts
-from backend.pose_prior import PoseOnCrop, Rect, box_pixels, points, pose_mask
+from backend.marks import points
+from backend.pose_prior import PoseOnCrop, Rect, box_pixels, pose_mask
 
 __all__ = [
     "UnsupportedPrompt",

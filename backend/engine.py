@@ -76,8 +76,8 @@ from backend.focus import (
     target_extent,
 )
 from backend.grounding import Candidate, describe, match
-from backend.marks import drop_unmarked_parts, keep_marks
-from backend.pose_prior import PoseOnCrop, agrees_with_all, covers_a_positive, points, pose_mask
+from backend.marks import drop_unmarked_parts, keep_marks, points
+from backend.pose_prior import PoseOnCrop, agrees_with_all, covers_a_positive, pose_mask
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,6 @@ PRIOR_CLIP = 0.01  # probabilities are clipped to [0.01, 0.99] before their log-
 PRIOR_MAX_SIDE = 1024
 # Marks hold (`backend.marks`): every click and stroke is kept on its side in the returned matte.
 KEEP_MARKS_DEFAULT = True
-GRID_STRIDE = 4  # model-square pixels per cell of the ISCN's output grid
 
 __all__ = ["Engine", "ImageError", "PromptError", "SessionError", "default_weights", "to_rgb_uint8"]
 
@@ -498,7 +497,8 @@ class Engine:
                 if history.box is None:
                     drop_unmarked_parts(alpha, history)
                 view, grid = focused if focused is not None else (s.letterbox, coarse)
-                keep_marks(alpha, history, lambda rect: _coarse_on(grid, view, rect), GRID_STRIDE / view.scale)
+                cell = view.size / grid.shape[0] / view.scale  # one grid cell in image pixels
+                keep_marks(alpha, history, lambda rect: _coarse_on(grid, view, rect), cell)
             # Commit only after the round succeeded, so a failure leaves the session as it was.
             s.history, s.prev = history, coarse
             s.kept_prior = kept

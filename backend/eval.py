@@ -51,6 +51,8 @@ from backend.data import (
     read_image,
     split,
 )
+from backend.dfimat.prompts import RoundPrompts
+from backend.marks import agreeing, points
 from backend.metrics import VS_BINARY_NOTE, boundary_f, iou, leak, matting_vs_binary, noc
 from backend.people import matte_people
 from backend.refexpr import expressions, reword
@@ -112,20 +114,10 @@ class _Timed:
         return np.asarray(alpha, np.float32)
 
 
-def _obeyed(alpha: np.ndarray, prompts: dict) -> tuple[int, int]:
-    """(marks the matte agrees with, marks): each click, and each vertex of each stroke, is on its side of 0.5."""
-    h, w = alpha.shape
-    marks = [(x, y, bool(p)) for x, y, p in prompts.get("clicks") or []]
-    for stroke in prompts.get("scribbles") or []:
-        marks += [(x, y, bool(stroke["positive"])) for x, y in stroke["points"]]
-    kept = sum(int((alpha[min(h - 1, int(y)), min(w - 1, int(x))] > 0.5) == p) for x, y, p in marks)
-    return kept, len(marks)
-
-
-def _count_obeyed(run: _Run, alpha: np.ndarray, prompts: dict) -> None:
-    kept, total = _obeyed(alpha, prompts)
+def _count_obeyed(run: _Run, alpha: np.ndarray, prompts: RoundPrompts) -> None:
+    """Add the round's marks, and how many of them the matte puts on their side, to the run's tally."""
     k, n = run.extra.get("marks_obeyed", (0, 0))
-    run.extra["marks_obeyed"] = (k + kept, n + total)
+    run.extra["marks_obeyed"] = (k + agreeing(alpha, prompts), n + len(points(prompts)))
 
 
 def _run_box(m: _Timed, sid: str, gt: np.ndarray, rng: np.random.Generator, ignore: np.ndarray,
@@ -147,7 +139,7 @@ def _run_clicks(m: _Timed, sid: str, gt: np.ndarray, rng: np.random.Generator, i
         if clicks:
             prompts = {"clicks": [[c.x, c.y, c.positive] for c in clicks]}
             alpha = m.predict(sid, prompts, "clicks", n)
-            _count_obeyed(run, alpha, prompts)
+            _count_obeyed(run, alpha, RoundPrompts(clicks=tuple(clicks)))
         # else: nothing left to correct; the prediction stands
         run.ious.append(iou(alpha, gt, ignore))
         if n == min(MIN_CLICKS, max_clicks):
@@ -168,7 +160,7 @@ def _run_rounds(mode: str, m: _Timed, sid: str, gt: np.ndarray, rng: np.random.G
     for r in range(1, ROUNDS[mode] + 1):
         if not prompts.is_empty():
             alpha = m.predict(sid, prompts.to_dict(), mode, r)
-            _count_obeyed(run, alpha, prompts.to_dict())
+            _count_obeyed(run, alpha, prompts)
         run.ious.append(iou(alpha, gt, ignore))
         if r < ROUNDS[mode]:
             prompts = simulate_next_round(mode, gt, alpha, rng, ignore)

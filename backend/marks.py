@@ -23,7 +23,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from backend.dfimat.prompts import PromptHistory
+from backend.dfimat.prompts import PromptHistory, RoundPrompts
 
 Rect = tuple[int, int, int, int]
 # Coarse probability over an image rectangle (x0, y0, x1, y1), one value per image pixel.
@@ -31,6 +31,24 @@ CoarseOn = Callable[[Rect], np.ndarray]
 
 MAX_RADIUS_CELLS = 4.0
 MIN_RADIUS_CELLS = 0.5
+
+
+def points(prompts: RoundPrompts) -> list[tuple[float, float, bool]]:
+    """Clicks and scribble vertices as (x, y, positive)."""
+    out = [(c.x, c.y, c.positive) for c in prompts.clicks]
+    for s in prompts.scribbles:
+        out += [(x, y, s.positive) for x, y in s.points]
+    return out
+
+
+def pixel(shape: tuple[int, ...], x: float, y: float) -> tuple[int, int]:
+    """(row, col) of the pixel a mark at image coordinates (x, y) lies on; x == width is the last column."""
+    return min(shape[0] - 1, int(y)), min(shape[1] - 1, int(x))
+
+
+def agreeing(alpha: np.ndarray, prompts: RoundPrompts) -> int:
+    """How many of the clicks and stroke vertices ``alpha`` puts on their side (> 0.5 for positive ones)."""
+    return sum(int((alpha[pixel(alpha.shape, x, y)] > 0.5) == p) for x, y, p in points(prompts))
 
 
 def click_radius(agrees: np.ndarray, centre: tuple[int, int], cap: float) -> float:
@@ -91,10 +109,10 @@ def keep_marks(alpha: np.ndarray, history: PromptHistory, coarse_on: CoarseOn, c
     pixels (the coarse mask's resolution), which sets the click disks' sizes."""
     h, w = alpha.shape
     cap, floor = MAX_RADIUS_CELLS * cell, max(1.0, MIN_RADIUS_CELLS * cell)
+    reach = int(np.ceil(cap)) + 1
     for prompts in history.rounds:
         for c in prompts.clicks:
-            col, row = min(w - 1, int(c.x)), min(h - 1, int(c.y))
-            reach = int(np.ceil(cap)) + 1
+            row, col = pixel(alpha.shape, c.x, c.y)
             rect = (max(0, col - reach), max(0, row - reach), min(w, col + reach + 1), min(h, row + reach + 1))
             agrees = (coarse_on(rect) > 0.5) == c.positive
             radius = click_radius(agrees, (col - rect[0], row - rect[1]), cap)
@@ -107,9 +125,7 @@ def keep_marks(alpha: np.ndarray, history: PromptHistory, coarse_on: CoarseOn, c
 def drop_unmarked_parts(alpha: np.ndarray, history: PromptHistory) -> np.ndarray:
     """Zero every part of the matte (8-connected alpha > 0.5) that holds none of the positive clicks or stroke vertices;
     nothing when there is no positive mark. Changed in place and returned."""
-    h, w = alpha.shape
-    marks = [(c.x, c.y) for c in history.clicks if c.positive]
-    marks += [p for s in history.scribbles if s.positive for p in s.points]
+    marks = [(x, y) for x, y, positive in points(history.merged()) if positive]
     if not marks:
         return alpha
     count, labels = cv2.connectedComponents((alpha > 0.5).astype(np.uint8), connectivity=8)
@@ -117,7 +133,7 @@ def drop_unmarked_parts(alpha: np.ndarray, history: PromptHistory) -> np.ndarray
         return alpha
     keep = np.zeros(count, bool)
     for x, y in marks:
-        keep[labels[min(h - 1, int(y)), min(w - 1, int(x))]] = True
+        keep[labels[pixel(labels.shape, x, y)]] = True
     keep[0] = True  # the background label: its soft rim stays as the MRN made it
     alpha[~keep[labels]] = 0.0
     return alpha

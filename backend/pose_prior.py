@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from backend.dfimat.prompts import Box, RoundPrompts
+from backend.marks import agreeing, pixel, points
 
 Rect = tuple[int, int, int, int]
 
@@ -56,14 +57,6 @@ class PoseOnCrop:
         return alpha
 
 
-def points(prompts: RoundPrompts) -> list[tuple[float, float, bool]]:
-    """Clicks and scribble vertices as (x, y, positive)."""
-    out = [(c.x, c.y, c.positive) for c in prompts.clicks]
-    for s in prompts.scribbles:
-        out += [(x, y, s.positive) for x, y in s.points]
-    return out
-
-
 def box_pixels(box: Box, width: int, height: int) -> Rect:
     x0 = int(np.clip(np.floor(box.x0), 0, width - 1))
     y0 = int(np.clip(np.floor(box.y0), 0, height - 1))
@@ -91,20 +84,15 @@ def click_rects(x: float, y: float, width: int, height: int) -> list[Rect]:
     return rects
 
 
-def _value_at(alpha: np.ndarray, x: float, y: float) -> float:
-    h, w = alpha.shape
-    return float(alpha[min(h - 1, int(y)), min(w - 1, int(x))])
-
-
 def covers_a_positive(alpha: np.ndarray, prompts: RoundPrompts) -> bool:
     """Whether the mask holds at least one positive click or stroke vertex (prompts in the mask's pixels)."""
-    return any(_value_at(alpha, x, y) > 0.5 for x, y, p in points(prompts) if p)
+    return any(alpha[pixel(alpha.shape, x, y)] > 0.5 for x, y, p in points(prompts) if p)
 
 
 def agrees_with_all(alpha: np.ndarray, prompts: RoundPrompts) -> bool:
     """Whether every click and stroke vertex lies where the mask says it should: positive ones inside, negative ones
     outside (prompts in the mask's pixels)."""
-    return all((_value_at(alpha, x, y) > 0.5) == p for x, y, p in points(prompts))
+    return agreeing(alpha, prompts) == len(points(prompts))
 
 
 def pose_mask(prompts: RoundPrompts, width: int, height: int, on_crop: Callable[[Rect], np.ndarray]) -> np.ndarray:
@@ -112,9 +100,6 @@ def pose_mask(prompts: RoundPrompts, width: int, height: int, on_crop: Callable[
     ``on_crop(rect)`` runs the pose model on one crop (callers cache it per image)."""
     pts = points(prompts)
     positives = [(x, y) for x, y, p in pts if p]
-
-    def score(alpha: np.ndarray) -> int:
-        return sum((_value_at(alpha, x, y) > 0.5) == p for x, y, p in pts)
 
     candidates: list[Rect] = []
     if prompts.box is not None:
@@ -128,7 +113,7 @@ def pose_mask(prompts: RoundPrompts, width: int, height: int, on_crop: Callable[
         alpha = on_crop(rect)
         if not alpha.any():
             continue
-        s = score(alpha)
+        s = agreeing(alpha, prompts)
         if s > best_score:
             best, best_score = alpha, s
         if s == len(pts) and (prompts.box is None or rect == candidates[0]):
