@@ -158,6 +158,39 @@ def iscn_coarse(cache_dir: Path, crops: dict, weights: Path, log) -> np.ndarray 
     return out
 
 
+def pose_priors(crops_dir: Path, crops: dict, log) -> np.ndarray | None:
+    """mediapipe's pose mask for each crop's person, prompted by the person's tight box as the engine prompts it
+    (`backend.pose_prior.pose_mask`), cached in ``pose.npy`` (NaN where the pose model found nobody); None without
+    mediapipe. At inference the MRN's coarse mask is the ISCN's joined with this prior in every round that has one."""
+    from backend.dfimat.prompts import Box, RoundPrompts
+    from backend.pose_prior import pose_mask
+
+    path = Path(crops_dir) / "pose.npy"
+    n, side = crops["meta"]["count"], crops["meta"]["side"]
+    if path.is_file():
+        return np.load(path, mmap_mode="r")
+    try:
+        from backend.people import pose_detector
+
+        pose = pose_detector().on_crop()
+    except RuntimeError as exc:
+        log(f"no pose priors for the MRN's inputs: {exc}")
+        return None
+    out = np.full((n, side, side), np.nan, np.float16)
+    t0 = time.time()
+    for i in range(n):
+        mask = np.asarray(crops["masks"][i]) > 0
+        image = np.ascontiguousarray(crops["images"][i])
+        ys, xs = np.nonzero(mask)
+        box = Box(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+        prior = pose_mask(RoundPrompts(box=box), side, side, lambda r, image=image: pose(image, r))
+        if prior.max() > 0.5:
+            out[i] = prior
+    np.save(path, out)
+    log(f"pose priors for {int((~np.isnan(out[:, 0, 0])).sum())} of {n} crops in {time.time() - t0:.0f}s")
+    return out
+
+
 def open_crops(path: Path) -> dict:
     path = Path(path)
     meta = json.loads((path / "meta.json").read_text())
@@ -166,19 +199,32 @@ def open_crops(path: Path) -> dict:
                              for k in ("images", "masks", "alphas", "valid")}}
 
 
-def _batch(crops: dict, coarse: np.ndarray | None, idx: np.ndarray, rng: np.random.Generator):
+def _batch(crops: dict, coarse: np.ndarray | None, idx: np.ndarray, rng: np.random.Generator,
+           priors: np.ndarray | None = None, min_scale: float = 1.0):
+    from backend.engine import _join
+
     side = crops["meta"]["side"]
+    # The engine never enlarges a crop, so a small person reaches the MRN at its own few pixels; half of the batches
+    # are shrunk (the whole batch by one factor) so the MRN also learns people at that scale.
+    size = side if min_scale >= 1.0 or rng.random() < 0.5 else int(round(side * rng.uniform(min_scale, 1.0)))
+    window = min(WINDOW, size // 32 * 32)
     xs, ys = [], []
     for i in idx:
         img = np.asarray(crops["images"][i]).astype(np.float32) / 255.0
         alpha = label_consistent(np.asarray(crops["alphas"][i]).astype(np.float32) / 255.0,
                                  np.asarray(crops["masks"][i]) > 0)
-        if coarse is not None and not np.isnan(coarse[i, 0, 0]) and rng.random() < 0.5:
+        u = rng.random()
+        has_coarse = coarse is not None and not np.isnan(coarse[i, 0, 0])
+        if has_coarse and priors is not None and not np.isnan(priors[i, 0, 0]) and u < 0.4:
+            m = _join(coarse[i].astype(np.float32), priors[i].astype(np.float32))
+        elif has_coarse and u < (0.6 if priors is not None else 0.5):
             m = coarse[i].astype(np.float32)
         else:
             m = degrade(np.asarray(crops["masks"][i]), rng)
-        oy, ox = rng.integers(0, side - WINDOW + 1, 2) if side > WINDOW else (0, 0)
-        win = np.s_[oy:oy + WINDOW, ox:ox + WINDOW]
+        if size != side:
+            img, alpha, m = (cv2.resize(v, (size, size), interpolation=cv2.INTER_AREA) for v in (img, alpha, m))
+        oy, ox = rng.integers(0, size - window + 1, 2) if size > window else (0, 0)
+        win = np.s_[oy:oy + window, ox:ox + window]
         x = np.concatenate([img[win], m[win][..., None]], axis=2)
         a = alpha[win]
         if rng.random() < 0.5:
@@ -201,8 +247,9 @@ def train_mrn(args: argparse.Namespace) -> int:
     if args.prepare_only:
         return 0
     crops = open_crops(crops_dir)
-    model, meta = load_checkpoint(args.iscn, with_mrn=False)
+    model, meta = load_checkpoint(args.iscn, with_mrn=args.init_mrn)
     coarse = iscn_coarse(args.iscn_cache, crops, args.iscn, log)
+    priors = pose_priors(crops_dir, crops, log) if args.pose_priors else None
     mrn = model.mrn
     mrn.train()
     opt = torch.optim.AdamW(mrn.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -222,9 +269,16 @@ def train_mrn(args: argparse.Namespace) -> int:
     def save(final: bool = False) -> None:
         torch.save({"mrn": mrn.state_dict(), "opt": opt.state_dict(), "step": step,
                     "spent": time.time() - t_start}, state_path)
+        record = {"mrn_steps": step, "mrn_minutes_wall": round((time.time() - t_start) / 60, 1),
+                  "mrn_target": "pseudo alpha (closed-form matting in a band around binary masks)",
+                  "mrn_init": str(args.iscn) if args.init_mrn else "fresh",
+                  "mrn_inputs": {"pose_priors": priors is not None, "min_scale": args.min_scale}}
         full_meta = dict(meta)
-        full_meta.update({"mrn_steps": step, "mrn_minutes_wall": round((time.time() - t_start) / 60, 1),
-                          "mrn_target": "pseudo alpha (closed-form matting in a band around binary masks)"})
+        if isinstance(meta.get("mrn"), dict):
+            # Started from an assembled checkpoint: its MRN record describes the MRN this run replaces.
+            full_meta["mrn"] = record
+        else:
+            full_meta.update(record)
         save_checkpoint(model, out / "dfimat-s.pt", full_meta)
         log(f"saved step {step}{' (final)' if final else ''}")
 
@@ -237,7 +291,7 @@ def train_mrn(args: argparse.Namespace) -> int:
         lr = args.lr * min(1.0, (step + 1) / 50) * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * progress)))
         for group in opt.param_groups:
             group["lr"] = lr
-        x, target = _batch(crops, coarse, rng.integers(0, n, args.batch), rng)
+        x, target = _batch(crops, coarse, rng.integers(0, n, args.batch), rng, priors, args.min_scale)
         pred = mrn(x)
         l_final = hard_l1_loss(pred["alpha"], target)
         l_os4 = hard_l1_loss(pred["alpha_os4"], target)
@@ -275,5 +329,10 @@ def add_mrn_parser(sub) -> None:
     p.add_argument("--margin", type=float, default=0.15)
     p.add_argument("--limit", type=int, default=800, help="at most this many training people get a crop")
     p.add_argument("--prepare-only", action="store_true")
+    p.add_argument("--init-mrn", action="store_true", help="start from the MRN in --iscn's checkpoint (fine-tuning)")
+    p.add_argument("--min-scale", type=float, default=1.0,
+                   help="shrink half of the batches by a factor in [this, 1] (small people reach the MRN small)")
+    p.add_argument("--pose-priors", action="store_true",
+                   help="also train on the ISCN's mask joined with mediapipe's pose mask, as the engine feeds it")
     add_run_arguments(p, steps=3000, minutes=20.0, batch=4, lr=0.0005)
     p.set_defaults(func=train_mrn)

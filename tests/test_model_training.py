@@ -51,3 +51,36 @@ def test_collage_gives_each_person_its_own_label():
     assert {1, 2, 3} <= values and values <= {0, 1, 2, 3, IGNORE}
     xs = [np.nonzero(lab == k)[1].mean() for k in (1, 2, 3)]
     assert xs == sorted(xs)  # left to right in the order given
+
+
+def _crops(n: int = 3, side: int = 64) -> dict:
+    rng = np.random.default_rng(0)
+    masks = np.zeros((n, side, side), np.uint8)
+    masks[:, 10:50, 20:40] = 1
+    return {"meta": {"side": side, "count": n},
+            "images": rng.integers(0, 255, (n, side, side, 3), np.uint8),
+            "masks": masks, "alphas": masks * 255, "valid": np.ones_like(masks)}
+
+
+def test_mrn_batches_join_the_pose_prior_and_shrink_whole_batches():
+    from backend.engine import _join
+    from backend.train_mrn import _batch
+
+    crops = _crops()
+    coarse = np.full((3, 64, 64), 0.5, np.float16)
+    priors = np.zeros((3, 64, 64), np.float16)
+    priors[:, 10:50, 20:40] = 0.9
+    priors[1] = np.nan  # the pose model found nobody in this crop
+    joined = _join(coarse[0].astype(np.float32), priors[0].astype(np.float32))
+    seen_joined, sizes = False, set()
+    for seed in range(40):
+        x, a = _batch(crops, coarse, np.array([0, 1, 2]), np.random.default_rng(seed), priors, min_scale=0.5)
+        assert x.shape[:2] == (3, 4) and a.shape[:2] == (3, 1) and x.shape[-2:] == a.shape[-2:]
+        assert x.shape[-1] % 32 == 0 and x.shape[-2] % 32 == 0
+        sizes.add(x.shape[-1])
+        if x.shape[-1] == 64:
+            m = x[0, 3].numpy()
+            seen_joined |= bool(np.allclose(m, joined, atol=1e-4) or np.allclose(m[:, ::-1], joined, atol=1e-4))
+            assert not np.allclose(x[1, 3].numpy(), 0.9)  # no prior for crop 1: never joined with NaN
+            assert np.isfinite(x.numpy()).all()
+    assert seen_joined and sizes == {32, 64}

@@ -113,6 +113,28 @@ def test_mrn_and_assemble_give_a_checkpoint_the_engine_runs(runs):
     assert run.returncode != 0 and "no query selector" in run.stderr + run.stdout
 
 
+def test_mrn_fine_tuning_starts_from_the_checkpoint_and_records_its_inputs(runs):
+    from backend.dfimat.model import load_checkpoint
+
+    committed = REPO / "models" / "dfimat-s" / "dfimat-s.pt"
+    out = runs / "mrn-ft"
+    # lr 0: the parameters must still be the committed MRN's, which they are only if --init-mrn loaded them.
+    log = train("mrn", "--data", DATA, "--iscn", committed, "--iscn-cache", runs / "cache", "--crops", runs / "crops-ft",
+                "--limit", 2, "--steps", 2, "--batch", 2, "--lr", 0, "--init-mrn", "--pose-priors", "--min-scale", 0.5,
+                "--out", out)
+    before, _ = load_checkpoint(committed)
+    after, meta = load_checkpoint(out / "dfimat-s.pt")
+    a, b = dict(before.mrn.named_parameters()), dict(after.mrn.named_parameters())
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # The committed checkpoint's MRN record described the MRN this run replaced: it must not survive.
+    assert meta["mrn"]["mrn_steps"] == 2 and meta["mrn"]["mrn_init"] == str(committed)
+    assert meta["mrn"]["mrn_inputs"] == {"pose_priors": "pose priors for" in log, "min_scale": 0.5}
+    assert "mrn_steps" not in meta
+    if "pose priors for" in log:
+        priors = np.load(runs / "crops-ft" / "pose.npy")
+        assert priors.shape[0] == 2 and np.isfinite(priors.astype(np.float32)).any()
+
+
 def test_training_refuses_the_held_out_sets(tmp_path):
     run = run_train("cache", "--data", tmp_path / "none", "--synth", DATA, "--out", tmp_path / "c")
     assert run.returncode != 0 and "held-out" in (run.stdout + run.stderr)
