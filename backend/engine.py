@@ -189,11 +189,12 @@ def _mix_prior(grid: np.ndarray, prior: tuple[np.ndarray, float], lb: Letterbox)
     xy = lb.to_image(np.stack([xx.ravel(), yy.ravel()], axis=1)) * f
     sampled = cv2.remap(mask, xy[:, 0].reshape(g, g).astype(np.float32), xy[:, 1].reshape(g, g).astype(np.float32),
                         cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    return _join(grid, sampled)
+    return join_prior(grid, sampled)
 
 
-def _join(own: np.ndarray, prior: np.ndarray) -> np.ndarray:
-    """The ISCN's probability and the pose prior's as added log-odds (`PRIOR_WEIGHT`)."""
+def join_prior(own: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """The ISCN's probability and the pose prior's as added log-odds (`PRIOR_WEIGHT`); MRN training joins them the
+    same way (`backend.train_mrn`)."""
     return (1.0 / (1.0 + np.exp(-(_logit(own) + PRIOR_WEIGHT * _logit(prior))))).astype(np.float32)
 
 
@@ -656,7 +657,7 @@ class Engine:
         if prior is not None:
             ox, oy = prior.offset
             on_crop = _prior_on_rect(prior.prior, (ox + x0, oy + y0, ox + x1, oy + y1), (mh, mw))
-            mask = _join(lb.square_to_crop(prior.own, crop, (mh, mw)), on_crop)
+            mask = join_prior(lb.square_to_crop(prior.own, crop, (mh, mw)), on_crop)
         x = np.concatenate([small.astype(np.float32) / 255.0, np.clip(mask, 0, 1)[..., None]], axis=2)
         x = torch.from_numpy(x.transpose(2, 0, 1)).unsqueeze(0).to(self.device)
         with torch.no_grad():

@@ -201,7 +201,7 @@ def open_crops(path: Path) -> dict:
 
 def _batch(crops: dict, coarse: np.ndarray | None, idx: np.ndarray, rng: np.random.Generator,
            priors: np.ndarray | None = None, min_scale: float = 1.0):
-    from backend.engine import _join
+    from backend.engine import join_prior
 
     side = crops["meta"]["side"]
     # The engine never enlarges a crop, so a small person reaches the MRN at its own few pixels; half of the batches
@@ -216,7 +216,7 @@ def _batch(crops: dict, coarse: np.ndarray | None, idx: np.ndarray, rng: np.rand
         u = rng.random()
         has_coarse = coarse is not None and not np.isnan(coarse[i, 0, 0])
         if has_coarse and priors is not None and not np.isnan(priors[i, 0, 0]) and u < 0.4:
-            m = _join(coarse[i].astype(np.float32), priors[i].astype(np.float32))
+            m = join_prior(coarse[i].astype(np.float32), priors[i].astype(np.float32))
         elif has_coarse and u < (0.6 if priors is not None else 0.5):
             m = coarse[i].astype(np.float32)
         else:

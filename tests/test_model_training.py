@@ -63,7 +63,7 @@ def _crops(n: int = 3, side: int = 64) -> dict:
 
 
 def test_mrn_batches_join_the_pose_prior_and_shrink_whole_batches():
-    from backend.engine import _join
+    from backend.engine import join_prior
     from backend.train_mrn import _batch
 
     crops = _crops()
@@ -71,7 +71,7 @@ def test_mrn_batches_join_the_pose_prior_and_shrink_whole_batches():
     priors = np.zeros((3, 64, 64), np.float16)
     priors[:, 10:50, 20:40] = 0.9
     priors[1] = np.nan  # the pose model found nobody in this crop
-    joined = _join(coarse[0].astype(np.float32), priors[0].astype(np.float32))
+    joined = join_prior(coarse[0].astype(np.float32), priors[0].astype(np.float32))
     seen_joined, sizes = False, set()
     for seed in range(40):
         x, a = _batch(crops, coarse, np.array([0, 1, 2]), np.random.default_rng(seed), priors, min_scale=0.5)
