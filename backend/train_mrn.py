@@ -115,7 +115,8 @@ def iscn_coarse(cache_dir: Path, crops: dict, weights: Path, log) -> np.ndarray 
     from backend.dfimat.iscn import best_mask
     from backend.dfimat.model import load_checkpoint
     from backend.dfimat.prompt_tensors import build_prompt_tensors, collate
-    from backend.dfimat.prompts import Box, PromptHistory, RoundPrompts
+    from backend.dfimat.prompts import PromptHistory, RoundPrompts
+    from backend.simulate import box_from_mask
     from backend.train_cache import open_cache
 
     if not (Path(cache_dir) / "meta.json").is_file() or not Path(weights).is_file():
@@ -133,10 +134,8 @@ def iscn_coarse(cache_dir: Path, crops: dict, weights: Path, log) -> np.ndarray 
         tensors, lbs = [], []
         for j, r in chunk:
             e = crops["meta"]["entries"][j]
-            lab = np.asarray(cache["labels"][r]) == 1
-            ys, xs = np.nonzero(lab)
             hist = PromptHistory()
-            rnd = RoundPrompts(box=Box(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)))
+            rnd = RoundPrompts(box=box_from_mask(np.asarray(cache["labels"][r]) == 1))
             hist.add(rnd)
             tensors.append(build_prompt_tensors(hist, rnd, Letterbox(size, size, size)))
             lbs.append(Letterbox(e["height"], e["width"], size))
@@ -162,8 +161,9 @@ def pose_priors(crops_dir: Path, crops: dict, log) -> np.ndarray | None:
     """mediapipe's pose mask for each crop's person, prompted by the person's tight box as the engine prompts it
     (`backend.pose_prior.pose_mask`), cached in ``pose.npy`` (NaN where the pose model found nobody); None without
     mediapipe. At inference the MRN's coarse mask is the ISCN's joined with this prior in every round that has one."""
-    from backend.dfimat.prompts import Box, RoundPrompts
+    from backend.dfimat.prompts import RoundPrompts
     from backend.pose_prior import pose_mask
+    from backend.simulate import box_from_mask
 
     path = Path(crops_dir) / "pose.npy"
     n, side = crops["meta"]["count"], crops["meta"]["side"]
@@ -179,10 +179,8 @@ def pose_priors(crops_dir: Path, crops: dict, log) -> np.ndarray | None:
     out = np.full((n, side, side), np.nan, np.float16)
     t0 = time.time()
     for i in range(n):
-        mask = np.asarray(crops["masks"][i]) > 0
         image = np.ascontiguousarray(crops["images"][i])
-        ys, xs = np.nonzero(mask)
-        box = Box(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+        box = box_from_mask(np.asarray(crops["masks"][i]) > 0)
         prior = pose_mask(RoundPrompts(box=box), side, side, lambda r, image=image: pose(image, r))
         if prior.max() > 0.5:
             out[i] = prior
