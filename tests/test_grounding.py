@@ -90,7 +90,7 @@ def test_detector_keeps_one_find_per_person():
     image = np.zeros((240, 320, 3), np.uint8)
     detector = PoseDetector()
     try:
-        found = detector.find(image, tiles=False)
+        found = detector.find(image, tiles=False, faces=False)
         assert found.people == [] and found.small.shape == image.shape
         assert not found.small.any()  # the painted-over working copy is not what callers get
         # A big person and a small one far away: the whole-frame pass sees only the big one, the corner crops the
@@ -99,11 +99,33 @@ def test_detector_keeps_one_find_per_person():
         canvas = np.full((1000, 1400, 3), 90, np.uint8)
         canvas[100:612, 100:612] = person
         canvas[700:900, 1100:1300] = cv2.resize(person, (200, 200), interpolation=cv2.INTER_AREA)
-        assert len(detector.find(canvas, tiles=False).people) == 1
-        boxes = [box for box, _ in detector.find(canvas, tiles=True).people]
+        assert len(detector.find(canvas, tiles=False, faces=False).people) == 1
+        boxes = [box for box, _ in detector.find(canvas, tiles=True, faces=False).people]
         assert len(boxes) == 2
         x0, y0, x1, y1 = boxes[1]
         assert 1050 < x0 < x1 < 1320 and 650 < y0 < y1 < 960, boxes
+    finally:
+        detector.close()
+
+
+def test_detector_finds_a_person_from_the_face():
+    """A person the whole-frame pose pass misses (small, beside a big one) is found from its face: the pose model on
+    a body-shaped crop hung from the face box. Without face seeds the same call finds one person."""
+    person = cv2.cvtColor(cv2.imread(str(REPO / "samples" / "astronaut.png")), cv2.COLOR_BGR2RGB)
+    canvas = np.full((1000, 1400, 3), 90, np.uint8)
+    canvas[100:612, 100:612] = person
+    canvas[650:910, 1050:1310] = cv2.resize(person, (260, 260), interpolation=cv2.INTER_AREA)
+    detector = PoseDetector()
+    try:
+        assert len(detector.find(canvas, tiles=False, faces=False).people) == 1
+        boxes = [box for box, _ in detector.find(canvas, tiles=False, faces=True).people]
+        assert len(boxes) == 2, boxes
+        x0, y0, x1, y1 = boxes[1]
+        assert 1000 < x0 < x1 < 1330 and 600 < y0 < y1 < 930, boxes
+        # A face on a picture of nothing else gives no find of its own beyond the one the pose pass already made.
+        alone = np.full((700, 700, 3), 90, np.uint8)
+        alone[100:612, 100:612] = person
+        assert len(detector.find(alone, tiles=False, faces=True).people) == 1
     finally:
         detector.close()
 
