@@ -132,30 +132,26 @@ class PoseDetector:
 
     def _tiled(self, small: np.ndarray, known: list[np.ndarray]) -> list[np.ndarray]:
         h, w = small.shape[:2]
-        th, tw = int(h * TILE_FRACTION), int(w * TILE_FRACTION)
         found: list[np.ndarray] = []
-        for y0 in (0, h - th):
-            for x0 in (0, w - tw):
-                for m in self._passes(small[y0:y0 + th, x0:x0 + tw]):
-                    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
-                    cut = (x0 > 0 and cols[0] == 0) or (x0 + tw < w and cols[-1] == tw - 1) \
-                        or (y0 > 0 and rows[0] == 0) or (y0 + th < h and rows[-1] == th - 1)
-                    if cut:
-                        continue
-                    full = np.zeros((h, w), bool)
-                    full[y0:y0 + th, x0:x0 + tw] = m
-                    if not any(_overlap(full, k) > DUPLICATE_OVERLAP for k in known + found):
-                        found.append(full)
+        for x0, y0, x1, y1 in _corner_crops(h, w):
+            th, tw = y1 - y0, x1 - x0
+            for m in self._passes(small[y0:y1, x0:x1]):
+                rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+                cut = (x0 > 0 and cols[0] == 0) or (x1 < w and cols[-1] == tw - 1) \
+                    or (y0 > 0 and rows[0] == 0) or (y1 < h and rows[-1] == th - 1)
+                if cut:
+                    continue
+                full = np.zeros((h, w), bool)
+                full[y0:y1, x0:x1] = m
+                if not any(_overlap(full, k) > DUPLICATE_OVERLAP for k in known + found):
+                    found.append(full)
         return found[: max(0, self.max_people - len(known))]
 
-
     def _face_boxes(self, picture: np.ndarray) -> list[tuple[float, float, float, float]]:
-        """(x, y, w, h) of the faces in the whole picture and its four corner crops (the detector works at 192 px)."""
+        """(x, y, w, h) of the faces in the whole picture and its corner crops (the detector works at 192 px)."""
         h, w = picture.shape[:2]
-        th, tw = int(h * TILE_FRACTION), int(w * TILE_FRACTION)
-        views = [(0, 0, w, h)] + [(x0, y0, x0 + tw, y0 + th) for y0 in (0, h - th) for x0 in (0, w - tw)]
         out = []
-        for x0, y0, x1, y1 in views:
+        for x0, y0, x1, y1 in [(0, 0, w, h), *_corner_crops(h, w)]:
             with self._lock:
                 result = self._faces.process(np.ascontiguousarray(picture[y0:y1, x0:x1]))
             for d in result.detections or []:
@@ -186,6 +182,13 @@ class PoseDetector:
             if not any(_overlap(mask, k) > DUPLICATE_OVERLAP for k in known + found):
                 found.append(mask)
         return found
+
+
+def _corner_crops(h: int, w: int) -> list[tuple[int, int, int, int]]:
+    """The four overlapping corner crops (x0, y0, x1, y1), `TILE_FRACTION` of each side, where small people are big
+    enough for mediapipe's small inputs."""
+    th, tw = int(h * TILE_FRACTION), int(w * TILE_FRACTION)
+    return [(x0, y0, x0 + tw, y0 + th) for y0 in (0, h - th) for x0 in (0, w - tw)]
 
 
 def _overlap(a: np.ndarray, b: np.ndarray) -> float:
