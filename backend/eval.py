@@ -73,6 +73,9 @@ UNMATCHED_IOU = 0.3  # a matte this far from every labelled person (and not on i
 HIT_IOU = 0.5
 STOP_IOU = 0.90
 MIN_CLICKS = 5
+# Targets by their share of the image: held-out photos are mostly small people (median 5 %), the training data
+# mostly large ones, and a single mean hides which of them a change helps.
+SIZE_BINS = ((0.0, 0.03, "<3%"), (0.03, 0.10, "3-10%"), (0.10, 1.01, ">=10%"))
 
 
 @dataclass
@@ -335,6 +338,28 @@ def _ms(values: list[float]) -> dict[str, float | None]:
     return {"median": float(np.median(values)), "p90": float(np.percentile(values, 90)), "n": len(values)}
 
 
+def final_iou(mode: str, ious: list[float], max_clicks: int) -> float:
+    """A run's headline IoU: after the box, the 5th click (or the last one given), the last round; for text the
+    mean over its expressions; for people the best matte."""
+    if mode == "clicks":
+        return iou_after(ious, min(MIN_CLICKS, max_clicks))
+    if mode == "text":
+        return float(np.mean(ious))
+    return ious[0] if mode in ("box", "people") else ious[-1]
+
+
+def by_size(mode: str, recs: list[dict], max_clicks: int) -> list[dict]:
+    """Per `SIZE_BINS` bin: targets, mean headline IoU (`final_iou`) and median leak."""
+    out = []
+    for lo, hi, label in SIZE_BINS:
+        part = [r for r in recs if lo <= r["area_frac"] < hi]
+        leaks = [r["leak"] for r in part if r.get("leak") is not None]
+        out.append({"bin": label, "n": len(part),
+                    "iou": _mean([final_iou(mode, r["ious"], max_clicks) for r in part]),
+                    "leak_median": float(np.median(leaks)) if leaks else None})
+    return out
+
+
 def summarise(records: list[dict], times: list[dict], opens: list[float], cfg: EvalConfig,
               unsupported: set[str] = frozenset()) -> dict:
     """Per-mode means of the per-target records, plus timing."""
@@ -376,6 +401,9 @@ def summarise(records: list[dict], times: list[dict], opens: list[float], cfg: E
         for key in ("leak", "boundary_f", "sad", "mse", "grad", "conn"):
             s[key] = _mean([r.get(key) for r in recs])
         s["leak_n"] = sum(1 for r in recs if r.get("leak") is not None)
+        leaks = [r["leak"] for r in recs if r.get("leak") is not None]
+        s["leak_median"] = float(np.median(leaks)) if leaks else None
+        s["by_size"] = by_size(mode, [r for r in recs if r["ious"]], cfg.max_clicks)
         mode_times = [t["ms"] for t in times if t["mode"] == mode]
         s["ms"] = _ms(mode_times)
         s["ms_round1"] = _ms([t["ms"] for t in times if t["mode"] == mode and t["round"] == 1])
@@ -423,6 +451,14 @@ def format_table(report: dict, title: str = "") -> str:
             f"{_f(s['sad'], '{:.2f}'):>9}{_f(s['mse'], '{:.2f}', 1e3):>9}{_f(s['grad'], '{:.2f}'):>9}"
             f"{_f(s['conn'], '{:.2f}'):>9}{_f(s['ms']['median'], '{:.0f}'):>9}{_f(s['ms']['p90'], '{:.0f}'):>9}"
         )
+    lines.append("by target size (share of the image): IoU after the box / 5th click / last round / text / best matte;"
+                 " median leak %")
+    for mode in report["settings"]["modes"]:
+        s = summary[mode]
+        if "by_size" in s:
+            bins = "  ".join(f"{b['bin']} n={b['n']} {_f(b['iou'])} ({_f(b['leak_median'], '{:.1f}', 100)})"
+                             for b in s["by_size"])
+            lines.append(f"  {mode:<10}{bins}   all: median leak {_f(s['leak_median'], '{:.1f}', 100)}")
     t = summary["timing"]
     lines.append(
         f"open (encode) ms median {_f(t['open_ms']['median'], '{:.0f}')}; round 1 ms median "

@@ -138,6 +138,8 @@ def test_text_hit_rate_and_noc_with_an_oracle(tmp_path):
     assert s["text"]["hit_rate"] == pytest.approx(0.5)
     assert "the person on the left" in [e["text"] for r in text_recs for e in r["expressions"]]
     assert "hit" in format_table(report)
+    assert "by target size" in format_table(report)
+    assert [b["n"] for b in s["clicks"]["by_size"]] == [0, 0, 2]  # both blobs cover 12-15 % of the image
 
 
 class Stubborn(Oracle):
@@ -217,3 +219,19 @@ def test_people_mode_scores_every_person_mattes(tmp_path, capsys):
     assert "found 50%" in format_table(report)
     assert main(["--data", str(ds.root), "--method", "grabcut", "--modes", "people,box", "--quiet"]) == 0
     assert "people" in capsys.readouterr().out
+
+
+def test_by_size_splits_targets_by_their_share_of_the_image():
+    from backend.eval import SIZE_BINS, by_size, final_iou
+
+    recs = [{"area_frac": 0.01, "ious": [0.4, 0.6, 0.7, 0.8, 0.9, 0.95], "leak": 0.5},
+            {"area_frac": 0.02, "ious": [0.6], "leak": 0.1},  # stopped after one click at >= 0.90 elsewhere
+            {"area_frac": 0.05, "ious": [0.8, 0.9], "leak": None},
+            {"area_frac": 0.5, "ious": [0.95], "leak": 0.0}]
+    bins = by_size("clicks", recs, max_clicks=20)
+    assert [b["bin"] for b in bins] == [label for _, _, label in SIZE_BINS]
+    assert [b["n"] for b in bins] == [2, 1, 1]
+    assert bins[0]["iou"] == pytest.approx((0.9 + 0.6) / 2)  # the 5th click, or the last one given
+    assert bins[0]["leak_median"] == pytest.approx(0.3) and bins[1]["leak_median"] is None
+    assert final_iou("scribbles", [0.5, 0.7], 20) == 0.7 and final_iou("text", [0.2, 0.4], 20) == pytest.approx(0.3)
+    assert final_iou("box", [0.8], 20) == 0.8 and final_iou("clicks", [0.1, 0.2, 0.3], 2) == 0.2
