@@ -323,6 +323,11 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
+def _median(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.median(kept)) if kept else None
+
+
 def iou_after(ious: list[float], n: int) -> float:
     """IoU after ``n`` rounds; runs that stopped early keep their last value."""
     return ious[min(n, len(ious)) - 1]
@@ -353,10 +358,9 @@ def by_size(mode: str, recs: list[dict], max_clicks: int) -> list[dict]:
     out = []
     for lo, hi, label in SIZE_BINS:
         part = [r for r in recs if lo <= r["area_frac"] < hi]
-        leaks = [r["leak"] for r in part if r.get("leak") is not None]
         out.append({"bin": label, "n": len(part),
                     "iou": _mean([final_iou(mode, r["ious"], max_clicks) for r in part]),
-                    "leak_median": float(np.median(leaks)) if leaks else None})
+                    "leak_median": _median([r.get("leak") for r in part])})
     return out
 
 
@@ -401,8 +405,7 @@ def summarise(records: list[dict], times: list[dict], opens: list[float], cfg: E
         for key in ("leak", "boundary_f", "sad", "mse", "grad", "conn"):
             s[key] = _mean([r.get(key) for r in recs])
         s["leak_n"] = sum(1 for r in recs if r.get("leak") is not None)
-        leaks = [r["leak"] for r in recs if r.get("leak") is not None]
-        s["leak_median"] = float(np.median(leaks)) if leaks else None
+        s["leak_median"] = _median([r.get("leak") for r in recs])
         s["by_size"] = by_size(mode, [r for r in recs if r["ious"]], cfg.max_clicks)
         mode_times = [t["ms"] for t in times if t["mode"] == mode]
         s["ms"] = _ms(mode_times)

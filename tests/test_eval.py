@@ -225,7 +225,7 @@ def test_by_size_splits_targets_by_their_share_of_the_image():
     from backend.eval import SIZE_BINS, by_size, final_iou
 
     recs = [{"area_frac": 0.01, "ious": [0.4, 0.6, 0.7, 0.8, 0.9, 0.95], "leak": 0.5},
-            {"area_frac": 0.02, "ious": [0.6], "leak": 0.1},  # stopped after one click at >= 0.90 elsewhere
+            {"area_frac": 0.02, "ious": [0.6], "leak": 0.1},  # a run given fewer clicks keeps its last value
             {"area_frac": 0.05, "ious": [0.8, 0.9], "leak": None},
             {"area_frac": 0.5, "ious": [0.95], "leak": 0.0}]
     bins = by_size("clicks", recs, max_clicks=20)
