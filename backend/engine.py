@@ -60,7 +60,7 @@ import cv2
 import numpy as np
 import torch
 
-from backend.dfimat.encoder import Letterbox, sample_rect
+from backend.dfimat.encoder import Letterbox
 from backend.dfimat.model import DFIMatS, load_checkpoint
 from backend.dfimat.prompt_tensors import build_prompt_tensors, collate
 from backend.dfimat.prompts import Box, PromptError, PromptHistory, RoundPrompts
@@ -77,7 +77,15 @@ from backend.focus import (
 )
 from backend.grounding import Candidate, describe, match
 from backend.marks import drop_unmarked_parts, keep_marks, points
-from backend.pose_prior import PoseOnCrop, agrees_with_all, covers_a_positive, pose_mask
+from backend.pose_prior import (
+    PoseOnCrop,
+    agrees_with_all,
+    covers_a_positive,
+    join_prior,
+    mix_prior,
+    pose_mask,
+    prior_on_rect,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +103,8 @@ TIGHTEN_KEEP = 0.9
 # measuring; held-out one-box IoU 0.699 -> 0.707 (model card, "Box support and pose prior").
 BOX_SUPPORT_MARGIN = 0.05
 # First-round pose prior (`backend.pose_prior`, default on; $DFIMAT_POSE_PRIOR=0 or Engine.load(pose_prior=False)
-# turns it off): mediapipe's person mask on crops placed by the round's box / positive marks joins the ISCN's coarse
-# mask before the MRN as added log-odds, logit(coarse) + w * logit(prior): where both agree the mask stays as decided
-# as it was (a weighted mean of probabilities left large half-transparent areas in the matte), where they disagree
-# the stronger wins. It joins twice: on the ISCN's grid (which places the matting crop and is kept for the CRM), and
-# on the MRN's crop at the crop's resolution (the grid keeps a small person's outline only to a cell). w = 1.0:
-# chosen over 0.5 on the validation mosaics by a rule written first, then confirmed on the held-out photos (model
-# card, "Pose prior, 2026-12-03"); 2.0 gained nothing more. The pose model runs on the photo downscaled to
-# PRIOR_MAX_SIDE (it works at 256 px inside), so a 24 MP photo costs no more.
-PRIOR_WEIGHT = 1.0
-PRIOR_CLIP = 0.01  # probabilities are clipped to [0.01, 0.99] before their log-odds are taken
+# turns it off); how it joins the ISCN's mask is `backend.pose_prior.join_prior`. The pose model runs on the photo
+# downscaled to PRIOR_MAX_SIDE (it works at 256 px inside), so a 24 MP photo costs no more.
 PRIOR_MAX_SIDE = 1024
 # Marks hold (`backend.marks`): every click and stroke is kept on its side in the returned matte.
 KEEP_MARKS_DEFAULT = True
@@ -179,43 +179,11 @@ class _MrnPrior(NamedTuple):
     offset: tuple[int, int]
 
 
-def _mix_prior(grid: np.ndarray, prior: tuple[np.ndarray, float], lb: Letterbox) -> np.ndarray:
-    """`grid` (G x G probability on `lb`'s square: whole image or focus region) joined with the pose prior sampled
-    at the grid's cell centres (`PRIOR_WEIGHT`); cells outside the pose model's crop count as its "no person"."""
-    mask, f = prior
-    g = grid.shape[0]
-    centres = (np.arange(g, dtype=np.float32) + 0.5) * (lb.size / g)
-    xx, yy = np.meshgrid(centres, centres)
-    xy = lb.to_image(np.stack([xx.ravel(), yy.ravel()], axis=1)) * f
-    sampled = cv2.remap(mask, xy[:, 0].reshape(g, g).astype(np.float32), xy[:, 1].reshape(g, g).astype(np.float32),
-                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    return join_prior(grid, sampled)
-
-
-def join_prior(own: np.ndarray, prior: np.ndarray) -> np.ndarray:
-    """The ISCN's probability and the pose prior's as added log-odds (`PRIOR_WEIGHT`); MRN training joins them the
-    same way (`backend.train_mrn`)."""
-    return (1.0 / (1.0 + np.exp(-(_logit(own) + PRIOR_WEIGHT * _logit(prior))))).astype(np.float32)
-
-
-def _prior_on_rect(prior: tuple[np.ndarray, float], rect: tuple[int, int, int, int],
-                   out_hw: tuple[int, int]) -> np.ndarray:
-    """The pose prior (mask of the photo downscaled by f, and f) sampled over the photo's pixel rectangle ``rect`` at
-    ``out_hw``; beyond the mask's edge it says "no person"."""
-    mask, f = prior
-    return sample_rect(mask, f, rect, out_hw, border=cv2.BORDER_CONSTANT)
-
-
 def _coarse_on(grid: np.ndarray, lb: Letterbox, rect: tuple[int, int, int, int]) -> np.ndarray:
     """The G x G coarse mask of `lb` (whole image, or a focus region) sampled per pixel over an image rectangle."""
     ox, oy = lb.region[:2] if isinstance(lb, RegionBox) else (0, 0)
     x0, y0, x1, y1 = rect
     return lb.square_to_crop(grid, (x0 - ox, y0 - oy, x1 - ox, y1 - oy), (y1 - y0, x1 - x0))
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, PRIOR_CLIP, 1.0 - PRIOR_CLIP)
-    return np.log(p / (1.0 - p))
 
 
 def default_weights() -> Path:
@@ -343,7 +311,7 @@ class Engine:
         text_grounding: resolve text-only rounds to a detected person's box (`backend.grounding`); default
         $DFIMAT_TEXT_GROUNDING, else on. Needs mediapipe; without it the ISCN's text path answers alone.
 
-        pose_prior: mix mediapipe's person mask into a first round with a box or positive marks (`PRIOR_WEIGHT`);
+        pose_prior: mix mediapipe's person mask into a first round with a box or positive marks (`backend.pose_prior.PRIOR_WEIGHT`);
         default $DFIMAT_POSE_PRIOR, else on. Without mediapipe the ISCN answers alone.
 
         keep_marks: keep every click and stroke on its side of the matte (`backend.marks`); default
@@ -455,7 +423,7 @@ class Engine:
             prior = self._pose_prior(s, asked) if self.pose_prior and fresh else None
             own = coarse
             if prior is not None:
-                coarse = _mix_prior(coarse, prior, s.letterbox)
+                coarse = mix_prior(coarse, prior, s.letterbox)
             # Corrective rounds keep the first round's prior at the MRN (without it the matte lost the detail the
             # user had just seen) until a new mark contradicts it: then the user is correcting the prior itself.
             if fresh:
@@ -476,7 +444,7 @@ class Engine:
                 rb, fine = focused
                 at_mrn = None if late_prior is None else _MrnPrior(fine, late_prior, rb.region[:2])
                 if prior is not None:
-                    fine = _mix_prior(fine, prior, rb)
+                    fine = mix_prior(fine, prior, rb)
                     focused = (rb, fine)
                 x0, y0, x1, y1 = rb.region
                 alpha = np.zeros((h, w), np.float32)
@@ -656,7 +624,7 @@ class Engine:
         mask = lb.square_to_crop(coarse, crop, (mh, mw))
         if prior is not None:
             ox, oy = prior.offset
-            on_crop = _prior_on_rect(prior.prior, (ox + x0, oy + y0, ox + x1, oy + y1), (mh, mw))
+            on_crop = prior_on_rect(prior.prior, (ox + x0, oy + y0, ox + x1, oy + y1), (mh, mw))
             mask = join_prior(lb.square_to_crop(prior.own, crop, (mh, mw)), on_crop)
         x = np.concatenate([small.astype(np.float32) / 255.0, np.clip(mask, 0, 1)[..., None]], axis=2)
         x = torch.from_numpy(x.transpose(2, 0, 1)).unsqueeze(0).to(self.device)

@@ -199,7 +199,7 @@ def open_crops(path: Path) -> dict:
 
 def _batch(crops: dict, coarse: np.ndarray | None, idx: np.ndarray, rng: np.random.Generator,
            priors: np.ndarray | None = None, min_scale: float = 1.0):
-    from backend.engine import join_prior
+    from backend.pose_prior import join_prior
 
     side = crops["meta"]["side"]
     # The engine never enlarges a crop, so a small person reaches the MRN at its own few pixels; half of the batches

@@ -9,9 +9,9 @@ import torch
 from backend.dfimat.encoder import Letterbox
 from backend.dfimat.model import build_tiny_checkpoint
 from backend.dfimat.prompts import Box, Click, PromptHistory, RoundPrompts, Scribble
-from backend.engine import BOX_SUPPORT_MARGIN, PRIOR_WEIGHT, Engine, _mix_prior, _prior_on_rect, box_support
+from backend.engine import BOX_SUPPORT_MARGIN, Engine, box_support
 from backend.focus import region_box
-from backend.pose_prior import box_rect, click_rects
+from backend.pose_prior import PRIOR_WEIGHT, box_rect, click_rects, mix_prior, prior_on_rect
 
 torch.set_num_threads(1)
 H, W = 400, 600
@@ -80,29 +80,29 @@ def test_mix_prior_adds_log_odds_where_the_prior_lands():
     grid = np.full((96, 96), 0.5, np.float32)
     mask = np.zeros((H, W), np.float32)
     mask[100:200, 300:400] = 0.99
-    mixed = _mix_prior(grid, (mask, 1.0), lb)
+    mixed = mix_prior(grid, (mask, 1.0), lb)
     cy, cx = int(150 * 0.64 / 4), int(350 * 0.64 / 4)
     assert mixed[cy, cx] == pytest.approx(1 / (1 + np.exp(-PRIOR_WEIGHT * np.log(99))), abs=1e-4)
     assert mixed[5, 5] == pytest.approx(1 / (1 + np.exp(PRIOR_WEIGHT * np.log(99))), abs=1e-4)
     # Where both are sure, the answer stays sure; a downscaled prior (f) lands on the same cells.
-    sure = _mix_prior(np.full((96, 96), 0.99, np.float32), (mask, 1.0), lb)
+    sure = mix_prior(np.full((96, 96), 0.99, np.float32), (mask, 1.0), lb)
     assert sure[cy, cx] > 0.99
-    half = _mix_prior(grid, (mask[::2, ::2].copy(), 0.5), lb)
+    half = mix_prior(grid, (mask[::2, ::2].copy(), 0.5), lb)
     assert half[cy, cx] == pytest.approx(mixed[cy, cx], abs=1e-3)
     # A focus region's grid samples the prior in the region's own coordinates.
     rb = region_box((250, 50, 450, 250), 384)
-    in_region = _mix_prior(grid, (mask, 1.0), rb)
+    in_region = mix_prior(grid, (mask, 1.0), rb)
     assert in_region[48, 48] > 0.8 and in_region[2, 2] < 0.2
 
 
 def test_prior_on_rect_samples_the_photo_rectangle_from_the_downscaled_mask():
     mask = np.zeros((H // 2, W // 2), np.float32)  # the prior of the photo downscaled by f = 0.5
     mask[50:100, 150:200] = 0.99  # photo pixels x 300-400, y 100-200
-    out = _prior_on_rect((mask, 0.5), (250, 50, 450, 250), (100, 100))  # 2 photo px per output px
+    out = prior_on_rect((mask, 0.5), (250, 50, 450, 250), (100, 100))  # 2 photo px per output px
     assert out.shape == (100, 100)
     assert out[50, 50] == pytest.approx(0.99) and out[5, 5] == 0.0
     assert out[:, :23].max() == 0.0 and out[26:73, 27:73].min() == pytest.approx(0.99)
-    beyond = _prior_on_rect((mask, 0.5), (500, 300, 700, 500), (50, 50))  # partly outside the photo
+    beyond = prior_on_rect((mask, 0.5), (500, 300, 700, 500), (50, 50))  # partly outside the photo
     assert beyond.max() == 0.0
 
 

@@ -63,7 +63,7 @@ def _crops(n: int = 3, side: int = 64) -> dict:
 
 
 def test_mrn_batches_join_the_pose_prior_and_shrink_whole_batches():
-    from backend.engine import join_prior
+    from backend.pose_prior import join_prior
     from backend.train_mrn import _batch
 
     crops = _crops()
