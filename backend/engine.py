@@ -19,7 +19,8 @@ all prompts mapped into the crop; the MRN then refines the focused mask. The ses
 region choice do not depend on the focus pass.
 
 Loose boxes (`tightened_box`): when the first ISCN answer fills at most 90 % of the box, the ISCN is asked again
-with the box shrunk to that answer; the session keeps the user's box.
+with the box shrunk to that answer, and the shrunk box also places the pose prior's crop; the session keeps the
+user's box.
 
 Box support (`box_support`): a user's box bounds the person, so the matte (and the kept prediction) is cut to the box
 plus 5 % of its size, unless a positive click or stroke lies beyond it.
@@ -420,7 +421,10 @@ class Engine:
             # The prior joins a first round, and every text round answered through a found person's box (each such
             # round starts afresh from the text).
             fresh = len(history) == 1 or box is not None
-            prior = self._pose_prior(s, asked) if self.pose_prior and fresh else None
+            # The pose model segments the most prominent person of its crop: a loose box's crop also holds the
+            # neighbours, so when the second pass shrank the box, the shrunk box places the crop (realistic-v3
+            # validation, 15 % looser boxes: 0.815 -> 0.829; held-out 0.685 -> 0.682, within noise; model card).
+            prior = self._pose_prior(s, seen if tight is not None else asked) if self.pose_prior and fresh else None
             own = coarse
             if prior is not None:
                 coarse = mix_prior(coarse, prior, s.letterbox)

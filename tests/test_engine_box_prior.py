@@ -248,3 +248,28 @@ def test_crop_geometry_stays_in_the_image():
     assert (x0, y0, x1, y1) == (70, 85, 330, 215)
     for r in click_rects(5.0, 395.0, W, H):
         assert 0 <= r[0] < r[2] <= W and 0 <= r[1] < r[3] <= H
+
+
+def test_a_loose_box_places_the_prior_by_the_box_the_second_pass_shrank_it_to(weights, monkeypatch):
+    engine = _engine(weights)
+    calls = []
+
+    def fake_pose(image, rect):
+        calls.append(rect)
+        return np.zeros(image.shape[:2], np.float32)
+
+    def person_in_the_middle(s, history, new, view=None):  # the ISCN answers well inside the user's box
+        grid = np.zeros((96, 96), np.float32)
+        grid[40:60, 30:50] = 0.9  # 4 model px per cell, 0.64 model px per image px: x 188-312, y 250-375
+        return grid
+
+    engine._pose = fake_pose
+    monkeypatch.setattr(engine, "_localise", person_in_the_middle)
+    sid = engine.open(_image())
+    loose = Box(100.0, 150.0, 450.0, 399.0)
+    engine.predict(sid, {"box": loose.as_list()})
+    assert calls, "the prior ran"
+    x0, y0, x1, y1 = calls[0]
+    ux0, uy0, ux1, uy1 = box_rect(loose, W, H)
+    assert x0 > ux0 and x1 < ux1 and y0 > uy0  # the crop sits around the shrunk box, not the user's
+    assert engine._sessions[sid].history.box == loose  # the session keeps what the user drew
