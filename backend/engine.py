@@ -409,7 +409,6 @@ class Engine:
             if box is not None:
                 seen_new = replace(new, box=Box(*box))
                 seen = PromptHistory([*s.history.rounds, seen_new])
-            asked = seen  # what the user gave, or the found person's box for a text round: before any tightening
             coarse = self._localise(s, seen, seen_new)
             # A user's rectangle is looser than the tight boxes the ISCN learned from, and then takes in neighbours:
             # when the first answer fills clearly less than the box, ask again with the box shrunk around it.
@@ -422,9 +421,9 @@ class Engine:
             # round starts afresh from the text).
             fresh = len(history) == 1 or box is not None
             # The pose model segments the most prominent person of its crop: a loose box's crop also holds the
-            # neighbours, so when the second pass shrank the box, the shrunk box places the crop (realistic-v3
-            # validation, 15 % looser boxes: 0.815 -> 0.829; held-out 0.685 -> 0.682, within noise; model card).
-            prior = self._pose_prior(s, seen if tight is not None else asked) if self.pose_prior and fresh else None
+            # neighbours, so the prior is placed by what the networks saw, i.e. the shrunk box when the second pass ran
+            # (realistic-v3 validation, 15 % looser boxes: 0.815 -> 0.829; held-out 0.685 -> 0.682, within noise).
+            prior = self._pose_prior(s, seen) if self.pose_prior and fresh else None
             own = coarse
             if prior is not None:
                 coarse = mix_prior(coarse, prior, s.letterbox)
