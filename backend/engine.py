@@ -37,6 +37,10 @@ is kept on its side of the returned matte, a click in a disk as large as the coa
 allows (up to a few grid cells), a stroke along its painted width; the MRN, which does not see the marks, had undone
 corrective clicks the ISCN had obeyed.
 
+Other people out (default on; `Engine.load(take_out_others=False)` or $DFIMAT_TAKE_OUT_OTHERS=0 turns it off; see
+`backend.others`): while a session's prompts are a box alone, the people the finder found other than the one the
+matte selects are taken out of the matte.
+
 Text grounding (default on; `Engine.load(text_grounding=False)` or $DFIMAT_TEXT_GROUNDING=0 turns it off; see
 `backend.grounding`): while a session's prompts are text only, the people in the photo are found once (mediapipe
 pose), described in words, and the person whose description is closest to the text is added as a box for that
@@ -78,6 +82,7 @@ from backend.focus import (
 )
 from backend.grounding import Candidate, describe, match
 from backend.marks import drop_unmarked_parts, keep_marks, points
+from backend.others import FoundPerson, take_out_others
 from backend.pose_prior import (
     PoseOnCrop,
     agrees_with_all,
@@ -258,8 +263,12 @@ class _Session:
     # which is the CRM's previous mask when the next round focuses on the same region.
     crops: dict[tuple[int, int, int, int], dict[str, torch.Tensor]] = field(default_factory=dict)
     focus_prev: tuple[tuple[int, int, int, int], np.ndarray] | None = None
-    # Text grounding: the people found in the image, described in words; None until a text-only round needs them.
+    # The people found in the image, described in words (text grounding); None until a text-only or box-only round
+    # needs them.
     candidates: list[Candidate] | None = None
+    # The same finds' masks (cropped, on the finder's picture of `found_shape`) for taking other people out.
+    found: list[FoundPerson] = field(default_factory=list)
+    found_shape: tuple[int, int] = (0, 0)
     # The first round's pose prior, joined at the MRN's crop in later rounds until a mark contradicts it.
     kept_prior: tuple[np.ndarray, float] | None = None
 
@@ -269,6 +278,7 @@ class _Session:
         prev = 0 if self.prev is None else self.prev.nbytes
         prev += 0 if self.focus_prev is None else self.focus_prev[1].nbytes
         prev += 0 if self.kept_prior is None else self.kept_prior[0].nbytes
+        prev += sum(p.mask.nbytes for p in self.found)
         return int(self.image.nbytes + feats + prev)
 
 
@@ -279,7 +289,8 @@ class Engine:
 
     def __init__(self, model: DFIMatS, device: torch.device, meta: dict | None = None, onnx=None,
                  focus: bool | None = None, text_grounding: bool | None = None,
-                 pose_prior: bool | None = None, keep_marks: bool | None = None) -> None:
+                 pose_prior: bool | None = None, keep_marks: bool | None = None,
+                 take_out_others: bool | None = None) -> None:
         self.model = model.to(device).eval()
         self.device = device
         self.meta = meta or {}
@@ -294,13 +305,15 @@ class Engine:
         self.pose_prior = env_flag("DFIMAT_POSE_PRIOR", True) if pose_prior is None else bool(pose_prior)
         self.keep_marks = env_flag("DFIMAT_KEEP_MARKS", KEEP_MARKS_DEFAULT) if keep_marks is None \
             else bool(keep_marks)
+        self.take_out_others = env_flag("DFIMAT_TAKE_OUT_OTHERS", True) if take_out_others is None \
+            else bool(take_out_others)
         self._pose: PoseOnCrop | None = None
 
     @classmethod
     def load(cls, device: str | None = None, weights: str | Path | None = None,
              runtime: str | None = None, focus: bool | None = None,
              text_grounding: bool | None = None, pose_prior: bool | None = None,
-             keep_marks: bool | None = None) -> Engine:
+             keep_marks: bool | None = None, take_out_others: bool | None = None) -> Engine:
         """Load weights (default: `default_weights()`) onto `device` ("cpu", "cuda"; default CUDA if available).
 
         runtime: "torch" or "onnx"; default $DFIMAT_RUNTIME, else "onnx" when the weights ship with matching exported
@@ -316,7 +329,10 @@ class Engine:
         default $DFIMAT_POSE_PRIOR, else on. Without mediapipe the ISCN answers alone.
 
         keep_marks: keep every click and stroke on its side of the matte (`backend.marks`); default
-        $DFIMAT_KEEP_MARKS, else `KEEP_MARKS_DEFAULT`."""
+        $DFIMAT_KEEP_MARKS, else `KEEP_MARKS_DEFAULT`.
+
+        take_out_others: while the prompts are a box alone, take the other people the finder found out of the matte
+        (`backend.others`); default $DFIMAT_TAKE_OUT_OTHERS, else on. Needs mediapipe."""
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
@@ -329,7 +345,8 @@ class Engine:
             raise ValueError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
         model, meta = load_checkpoint(path, "cpu")
         onnx = _onnx_runtime(model, path) if runtime == "onnx" else None
-        return cls(model, torch.device(device), meta, onnx, focus, text_grounding, pose_prior, keep_marks)
+        return cls(model, torch.device(device), meta, onnx, focus, text_grounding, pose_prior, keep_marks,
+                   take_out_others)
 
     # -- sessions ---------------------------------------------------------------------------------------------
     def open(self, image: np.ndarray) -> str:
@@ -349,7 +366,8 @@ class Engine:
             source = self._get(sid)
             new = uuid.uuid4().hex
             self._sessions[new] = _Session(image=source.image, letterbox=source.letterbox, feats=source.feats,
-                                           crops=dict(source.crops), candidates=source.candidates)
+                                           crops=dict(source.crops), candidates=source.candidates,
+                                           found=source.found, found_shape=source.found_shape)
         return new
 
     def _encode(self, image: np.ndarray, lb: Letterbox) -> dict[str, torch.Tensor]:
@@ -463,6 +481,10 @@ class Engine:
                     fine = focused[1].copy()
                     _cut_to(fine, self._grid_rect(support, focused[0], fine.shape[0]))
                     focused = (focused[0], fine)
+            if self.take_out_others and history.box is not None and history.text is None \
+                    and not (history.clicks or history.scribbles):
+                self._found_people(s)
+                take_out_others(alpha, s.found, s.found_shape)
             if self.keep_marks and (history.clicks or history.scribbles):
                 # Without a box the person is where the positive marks are; with one, two parts inside it may both
                 # be the person (an arm beyond an occluder), and box support already bounds the matte.
@@ -519,21 +541,24 @@ class Engine:
         return (mask, f) if mask.max() > 0.5 else None
 
     def _found_people(self, s: _Session) -> list[Candidate]:
-        """The people in the session's image, found and described once (an empty list without mediapipe)."""
+        """The people in the session's image, found once: described in words (returned) and their masks kept in
+        the session (`s.found`); nobody without mediapipe."""
         if s.candidates is None:
             from backend.people import pose_detector
 
             try:
                 detector = pose_detector()
-            except RuntimeError as exc:  # mediapipe missing: the ISCN's own text path still answers
-                log.warning("text grounding is off: %s", exc)
-                self.text_grounding = False
+            except RuntimeError as exc:  # mediapipe missing: the ISCN answers alone
+                log.warning("text grounding and taking other people out are off: %s", exc)
+                self.text_grounding = self.take_out_others = False
                 return []
             try:
                 found = detector.find(s.image)
                 s.candidates = describe(found.small, found.people)
+                s.found = [FoundPerson.from_mask(mask) for _, mask in found.people]
+                s.found_shape = found.small.shape[:2]
             except Exception:  # a native finder failing on one image must not cost the user the round
-                log.exception("the people finder failed on this image; the text query answers alone")
+                log.exception("the people finder failed on this image; the networks answer alone")
                 s.candidates = []
         return s.candidates
 

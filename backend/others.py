@@ -1,0 +1,90 @@
+"""Other people out of a box's matte: the people the finder found, except the one the matte is, are background.
+
+Why: a user's rectangle is looser than the tight boxes the ISCN learned from and takes in neighbours; the ISCN then
+spills onto them. The finder (`backend.people.PoseDetector.find`) separates people the ISCN merges, so once the
+matte agrees with one find, the other finds are someone else. Measured with the committed weights (MODEL_CARD.md,
+"Other people out of a box's matte"): held-out one box 15 % looser 0.682 -> 0.688, tight 0.737 -> 0.737.
+
+Used only while a session's prompts are a box alone: a click or stroke is the user's own word on every pixel near
+it, and a text round names a person the finder picked already.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from backend.metrics import iou
+from backend.people import DUPLICATE_OVERLAP, _overlap
+
+# The matte must match one find this well (IoU of alpha > 0.5) before the other finds count as other people: below
+# it the matte may be a person the finder missed, and the finds near it could be that person's parts.
+MIN_TARGET_IOU = 0.5
+# The target's find is grown by this many pixels (on the finder's picture) before the others are cut around it:
+# mediapipe's masks are upsampled from 256 px and run short of the outline.
+TARGET_GROW_PX = 3
+
+
+@dataclass(frozen=True)
+class FoundPerson:
+    """One find: its mask within ``rect`` = (x0, y0, x1, y1) on the finder's picture (kept cropped, so a session
+    holds a few hundred kB, not a full-size mask per person)."""
+
+    rect: tuple[int, int, int, int]
+    mask: np.ndarray
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray) -> FoundPerson:
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        x0, y0, x1, y1 = int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+        return cls((x0, y0, x1, y1), mask[y0:y1, x0:x1].copy())
+
+    def paste(self, shape: tuple[int, int]) -> np.ndarray:
+        out = np.zeros(shape, bool)
+        x0, y0, x1, y1 = self.rect
+        out[y0:y1, x0:x1] = self.mask
+        return out
+
+
+def others_mask(selected: np.ndarray, people: Sequence[FoundPerson]) -> np.ndarray | None:
+    """Where the other found people are, on the finder's picture (the shape of ``selected``, the matte > 0.5 there),
+    minus the target's grown find; None when fewer than two people were found or no find is the matte's."""
+    if len(people) < 2:
+        return None
+    shape = selected.shape
+    masks = [p.paste(shape) for p in people]
+    ious = [iou(selected, m) for m in masks]
+    target = int(np.argmax(ious))
+    if ious[target] < MIN_TARGET_IOU:
+        return None
+    out = np.zeros(shape, bool)
+    for i, m in enumerate(masks):
+        # A find overlapping the target's this much is the same person found twice, as the finder itself judges.
+        if i != target and _overlap(m, masks[target]) <= DUPLICATE_OVERLAP:
+            out |= m
+    k = 2 * TARGET_GROW_PX + 1
+    out &= ~(cv2.dilate(masks[target].astype(np.uint8), np.ones((k, k), np.uint8)) > 0)
+    return out if out.any() else None
+
+
+def take_out_others(alpha: np.ndarray, people: Sequence[FoundPerson], picture_shape: tuple[int, int]) -> bool:
+    """Zero ``alpha`` (H x W, in place) on the found people other than the one it selects; ``people`` are on the
+    finder's picture of ``picture_shape`` (the photo, possibly downscaled). True when anything was taken out."""
+    if len(people) < 2:
+        return False
+    h, w = alpha.shape
+    ph, pw = picture_shape
+    on_picture = alpha if (ph, pw) == (h, w) else cv2.resize(alpha, (pw, ph), interpolation=cv2.INTER_AREA)
+    out = others_mask(on_picture > 0.5, people)
+    if out is None:
+        return False
+    if (ph, pw) == (h, w):
+        alpha[out] = 0.0
+    else:
+        # Upsampled linearly, so the cut follows the finder's outline without blocks on a large photo.
+        keep = 1.0 - cv2.resize(out.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+        np.multiply(alpha, keep, out=alpha)
+    return True

@@ -1,0 +1,128 @@
+"""Other people out of a box's matte (`backend.others`): the rule on hand-made masks, and that the engine applies it
+only while the prompts are a box alone. The accuracy effect is measured in MODEL_CARD.md ("Other people out")."""
+
+import numpy as np
+import pytest
+import torch
+
+import backend.people
+from backend.dfimat.model import build_tiny_checkpoint
+from backend.engine import Engine
+from backend.others import TARGET_GROW_PX, FoundPerson, others_mask, take_out_others
+from backend.people import Found
+
+torch.set_num_threads(1)
+H, W = 100, 160
+
+
+def _person(x0: int, y0: int, x1: int, y1: int, shape: tuple[int, int] = (H, W)) -> np.ndarray:
+    m = np.zeros(shape, bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+LEFT, RIGHT = _person(20, 10, 60, 90), _person(60, 10, 100, 90)  # side by side, touching
+
+
+def test_found_person_keeps_its_mask_cropped_and_pastes_it_back():
+    p = FoundPerson.from_mask(RIGHT)
+    assert p.rect == (60, 10, 100, 90) and p.mask.shape == (80, 40)
+    assert np.array_equal(p.paste((H, W)), RIGHT)
+
+
+def test_the_other_finds_are_taken_out_around_the_selected_one():
+    people = [FoundPerson.from_mask(LEFT), FoundPerson.from_mask(RIGHT)]
+    selected = LEFT | _person(60, 40, 90, 60)  # the matte spills onto the right-hand person
+    out = others_mask(selected, people)
+    assert out is not None
+    # The right-hand person is out, except a band of TARGET_GROW_PX along the selected person's find.
+    assert out[50, 90] and not out[50, 40]
+    assert not out[50, 60 + TARGET_GROW_PX - 1] and out[50, 60 + TARGET_GROW_PX]
+
+
+def test_nothing_is_taken_out_when_the_matte_is_nobody_found():
+    people = [FoundPerson.from_mask(LEFT), FoundPerson.from_mask(RIGHT)]
+    assert others_mask(_person(110, 10, 150, 90), people) is None  # a person the finder missed
+    assert others_mask(LEFT, people[:1]) is None  # one find: nobody else to take out
+    half = _person(20, 10, 40, 90)  # IoU 0.5 with the left find exactly: still it
+    assert others_mask(half, people) is not None
+    assert others_mask(_person(20, 10, 39, 90), people) is None
+
+
+def test_a_find_overlapping_the_selected_one_is_the_same_person():
+    upper = FoundPerson.from_mask(_person(20, 10, 60, 60))
+    people = [FoundPerson.from_mask(LEFT), upper]  # a second, partial find of the left person
+    assert others_mask(LEFT, people) is None
+
+
+def test_take_out_works_from_a_downscaled_finder_picture():
+    alpha = np.zeros((2 * H, 2 * W), np.float32)
+    alpha[20:180, 40:120] = 1.0  # the left person at full size
+    alpha[80:120, 120:180] = 0.8  # spill onto the right one
+    people = [FoundPerson.from_mask(LEFT), FoundPerson.from_mask(RIGHT)]
+    before = alpha.copy()
+    assert take_out_others(alpha, people, (H, W))
+    assert alpha[100, 170] == 0.0 and alpha[100, 80] == 1.0
+    assert np.array_equal(alpha[:, :120], before[:, :120])
+    assert not take_out_others(np.zeros((2 * H, 2 * W), np.float32), people, (H, W))
+
+
+class _Finder:
+    """The finder's answer for the test photo: the two people above, on the photo itself."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def find(self, image: np.ndarray) -> Found:
+        self.calls += 1
+        return Found(small=image, people=[([20.0, 10.0, 60.0, 90.0], LEFT), ([60.0, 10.0, 100.0, 90.0], RIGHT)])
+
+
+@pytest.fixture
+def engine(tmp_path, monkeypatch):
+    engine = Engine.load(device="cpu", weights=build_tiny_checkpoint(tmp_path / "tiny.pt"), runtime="torch",
+                         focus=False, pose_prior=False, take_out_others=True)
+    # The networks' answer: the left person plus a spill onto the right one, whatever the prompts.
+    spill = (LEFT | _person(60, 40, 90, 60)).astype(np.float32)
+    monkeypatch.setattr(engine, "_refine", lambda image, lb, coarse, out=None, prior=None: spill.copy())
+    monkeypatch.setattr(engine, "_localise", lambda s, h, n, view=None: np.ones((32, 32), np.float32))
+    return engine
+
+
+def test_engine_takes_others_out_of_box_rounds_only(engine, monkeypatch):
+    finder = _Finder()
+    monkeypatch.setattr(backend.people, "pose_detector", lambda: finder)
+    image = np.random.default_rng(1).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    sid = engine.open(image)
+    alpha = engine.predict(sid, {"box": [10.0, 5.0, 120.0, 95.0]})
+    assert alpha[50, 85] == 0.0 and alpha[50, 40] == 1.0
+    # A click is the user's own word near it: from then on the matte is the networks' and the marks'.
+    alpha = engine.predict(sid, {"clicks": [[40.0, 50.0, True]]})
+    assert alpha[50, 85] == 1.0
+    assert finder.calls == 1  # found once per session
+    # A box with text names a person already; marks alone have no box.
+    for prompts in ({"box": [10.0, 5.0, 120.0, 95.0], "text": "the person on the left"},
+                    {"clicks": [[40.0, 50.0, True]]}):
+        other = engine.open(image)
+        assert engine.predict(other, prompts)[50, 85] == 1.0
+    off = engine.open(image)
+    engine.take_out_others = False
+    assert engine.predict(off, {"box": [10.0, 5.0, 120.0, 95.0]})[50, 85] == 1.0
+
+
+def test_without_mediapipe_the_box_round_is_the_networks_answer(engine, monkeypatch):
+    def missing():
+        raise RuntimeError("listing every person needs mediapipe")
+
+    monkeypatch.setattr(backend.people, "pose_detector", missing)
+    image = np.zeros((H, W, 3), np.uint8)
+    alpha = engine.predict(engine.open(image), {"box": [10.0, 5.0, 120.0, 95.0]})
+    assert alpha[50, 85] == 1.0 and engine.take_out_others is False
+
+
+def test_the_switch_follows_the_environment(tmp_path, monkeypatch):
+    weights = build_tiny_checkpoint(tmp_path / "tiny.pt")
+    monkeypatch.setenv("DFIMAT_TAKE_OUT_OTHERS", "0")
+    assert Engine.load(device="cpu", weights=weights, runtime="torch").take_out_others is False
+    monkeypatch.delenv("DFIMAT_TAKE_OUT_OTHERS")
+    assert Engine.load(device="cpu", weights=weights, runtime="torch").take_out_others is True
