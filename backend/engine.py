@@ -83,6 +83,7 @@ from backend.focus import (
 from backend.grounding import Candidate, describe, match
 from backend.marks import drop_unmarked_parts, keep_marks, points
 from backend.others import FoundPerson, take_out_others
+from backend.people import Found
 from backend.pose_prior import (
     PoseOnCrop,
     agrees_with_all,
@@ -267,7 +268,7 @@ class _Session:
     # needs them.
     candidates: list[Candidate] | None = None
     # The same finds' masks (cropped, on the finder's picture of `found_shape`) for taking other people out.
-    found: list[FoundPerson] = field(default_factory=list)
+    found: list[FoundPerson] | None = None
     found_shape: tuple[int, int] = (0, 0)
     # The first round's pose prior, joined at the MRN's crop in later rounds until a mark contradicts it.
     kept_prior: tuple[np.ndarray, float] | None = None
@@ -278,7 +279,7 @@ class _Session:
         prev = 0 if self.prev is None else self.prev.nbytes
         prev += 0 if self.focus_prev is None else self.focus_prev[1].nbytes
         prev += 0 if self.kept_prior is None else self.kept_prior[0].nbytes
-        prev += sum(p.mask.nbytes for p in self.found)
+        prev += sum(p.mask.nbytes for p in self.found or ())
         return int(self.image.nbytes + feats + prev)
 
 
@@ -483,8 +484,7 @@ class Engine:
                     focused = (focused[0], fine)
             if self.take_out_others and history.box is not None and history.text is None \
                     and not (history.clicks or history.scribbles):
-                self._found_people(s)
-                take_out_others(alpha, s.found, s.found_shape)
+                take_out_others(alpha, self._people_masks(s), s.found_shape)
             if self.keep_marks and (history.clicks or history.scribbles):
                 # Without a box the person is where the positive marks are; with one, two parts inside it may both
                 # be the person (an arm beyond an occluder), and box support already bounds the matte.
@@ -541,26 +541,41 @@ class Engine:
         return (mask, f) if mask.max() > 0.5 else None
 
     def _found_people(self, s: _Session) -> list[Candidate]:
-        """The people in the session's image, found once: described in words (returned) and their masks kept in
-        the session (`s.found`); nobody without mediapipe."""
+        """The people in the session's image, found and described once (an empty list without mediapipe)."""
         if s.candidates is None:
-            from backend.people import pose_detector
-
-            try:
-                detector = pose_detector()
-            except RuntimeError as exc:  # mediapipe missing: the ISCN answers alone
-                log.warning("text grounding and taking other people out are off: %s", exc)
-                self.text_grounding = self.take_out_others = False
-                return []
-            try:
-                found = detector.find(s.image)
+            found = self._find(s)
+            if found is not None:
                 s.candidates = describe(found.small, found.people)
-                s.found = [FoundPerson.from_mask(mask) for _, mask in found.people]
-                s.found_shape = found.small.shape[:2]
-            except Exception:  # a native finder failing on one image must not cost the user the round
-                log.exception("the people finder failed on this image; the networks answer alone")
-                s.candidates = []
-        return s.candidates
+        return s.candidates or []
+
+    def _people_masks(self, s: _Session) -> list[FoundPerson]:
+        """The found people's masks, for taking others out of a box's matte: the text finder's when it ran, else the
+        whole-frame passes alone (4x cheaper than with corner crops and face seeds, and as good for this: model
+        card, "Other people out of a box's matte")."""
+        if s.found is None:
+            self._find(s, tiles=False, faces=False)
+        return s.found or []
+
+    def _find(self, s: _Session, **kw: bool) -> Found | None:
+        """Run the people finder on the session's image and keep its masks in the session; None when it cannot run
+        (mediapipe missing: its users are switched off) or fails on this image (nobody found)."""
+        from backend.people import pose_detector
+
+        try:
+            detector = pose_detector()
+        except RuntimeError as exc:  # mediapipe missing: the networks answer alone
+            log.warning("text grounding and taking other people out are off: %s", exc)
+            self.text_grounding = self.take_out_others = False
+            return None
+        try:
+            found = detector.find(s.image, **kw)
+        except Exception:  # a native finder failing on one image must not cost the user the round
+            log.exception("the people finder failed on this image; the networks answer alone")
+            s.candidates, s.found = [], []
+            return None
+        s.found = [FoundPerson.from_mask(mask) for _, mask in found.people]
+        s.found_shape = found.small.shape[:2]
+        return found
 
     def _localise(self, s: _Session, history: PromptHistory, new: RoundPrompts,
                   view: tuple[dict[str, torch.Tensor], Letterbox, np.ndarray | None] | None = None) -> np.ndarray:

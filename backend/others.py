@@ -1,9 +1,10 @@
 """Other people out of a box's matte: the people the finder found, except the one the matte is, are background.
 
 Why: a user's rectangle is looser than the tight boxes the ISCN learned from and takes in neighbours; the ISCN then
-spills onto them. The finder (`backend.people.PoseDetector.find`) separates people the ISCN merges, so once the
-matte agrees with one find, the other finds are someone else. Measured with the committed weights (MODEL_CARD.md,
-"Other people out of a box's matte"): held-out one box 15 % looser 0.682 -> 0.688, tight 0.737 -> 0.737.
+spills onto them. The finder (`backend.people.PoseDetector.find`; its whole-frame passes suffice here) separates
+people the ISCN merges, so once the matte agrees with one find, the other finds are someone else. Measured with the
+committed weights (MODEL_CARD.md, "Other people out of a box's matte"): held-out one box 15 % looser 0.682 -> 0.686,
+tight 0.737 -> 0.737.
 
 Used only while a session's prompts are a box alone: a click or stroke is the user's own word on every pixel near
 it, and a text round names a person the finder picked already.

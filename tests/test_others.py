@@ -71,10 +71,10 @@ class _Finder:
     """The finder's answer for the test photo: the two people above, on the photo itself."""
 
     def __init__(self) -> None:
-        self.calls = 0
+        self.calls: list[dict] = []
 
-    def find(self, image: np.ndarray) -> Found:
-        self.calls += 1
+    def find(self, image: np.ndarray, **kw: bool) -> Found:
+        self.calls.append(kw)
         return Found(small=image, people=[([20.0, 10.0, 60.0, 90.0], LEFT), ([60.0, 10.0, 100.0, 90.0], RIGHT)])
 
 
@@ -99,7 +99,8 @@ def test_engine_takes_others_out_of_box_rounds_only(engine, monkeypatch):
     # A click is the user's own word near it: from then on the matte is the networks' and the marks'.
     alpha = engine.predict(sid, {"clicks": [[40.0, 50.0, True]]})
     assert alpha[50, 85] == 1.0
-    assert finder.calls == 1  # found once per session
+    # Found once per session, by the whole-frame passes alone (the cheap finder measured for this).
+    assert finder.calls == [{"tiles": False, "faces": False}]
     # A box with text names a person already; marks alone have no box.
     for prompts in ({"box": [10.0, 5.0, 120.0, 95.0], "text": "the person on the left"},
                     {"clicks": [[40.0, 50.0, True]]}):
@@ -108,6 +109,17 @@ def test_engine_takes_others_out_of_box_rounds_only(engine, monkeypatch):
     off = engine.open(image)
     engine.take_out_others = False
     assert engine.predict(off, {"box": [10.0, 5.0, 120.0, 95.0]})[50, 85] == 1.0
+
+
+def test_a_text_round_after_a_box_round_runs_the_whole_finder(engine, monkeypatch):
+    finder = _Finder()
+    monkeypatch.setattr(backend.people, "pose_detector", lambda: finder)
+    sid = engine.open(np.zeros((H, W, 3), np.uint8))
+    engine.predict(sid, {"box": [10.0, 5.0, 120.0, 95.0]})
+    engine.reset(sid)
+    engine.predict(sid, {"text": "the person on the left"})
+    assert finder.calls == [{"tiles": False, "faces": False}, {}]
+    assert len(engine._sessions[sid].candidates) == 2 and len(engine._sessions[sid].found) == 2
 
 
 def test_without_mediapipe_the_box_round_is_the_networks_answer(engine, monkeypatch):
