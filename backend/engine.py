@@ -38,8 +38,8 @@ allows (up to a few grid cells), a stroke along its painted width; the MRN, whic
 corrective clicks the ISCN had obeyed.
 
 Other people out (default on; `Engine.load(take_out_others=False)` or $DFIMAT_TAKE_OUT_OTHERS=0 turns it off; see
-`backend.others`): while a session's prompts are a box alone, the people the finder found other than the one the
-matte selects are taken out of the matte.
+`backend.others`): in a session with a box and no text, the people the finder found other than the one the matte
+selects are taken out of the matte, except anyone a positive click or stroke lies on.
 
 Text grounding (default on; `Engine.load(text_grounding=False)` or $DFIMAT_TEXT_GROUNDING=0 turns it off; see
 `backend.grounding`): while a session's prompts are text only, the people in the photo are found once (mediapipe
@@ -264,8 +264,7 @@ class _Session:
     # which is the CRM's previous mask when the next round focuses on the same region.
     crops: dict[tuple[int, int, int, int], dict[str, torch.Tensor]] = field(default_factory=dict)
     focus_prev: tuple[tuple[int, int, int, int], np.ndarray] | None = None
-    # The people found in the image, described in words (text grounding); None until a text-only or box-only round
-    # needs them.
+    # The people found in the image, described in words (text grounding); None until a text-only round needs them.
     candidates: list[Candidate] | None = None
     # The same finds' masks (cropped, on the finder's picture of `found_shape`) for taking other people out.
     found: list[FoundPerson] | None = None
@@ -332,8 +331,9 @@ class Engine:
         keep_marks: keep every click and stroke on its side of the matte (`backend.marks`); default
         $DFIMAT_KEEP_MARKS, else `KEEP_MARKS_DEFAULT`.
 
-        take_out_others: while the prompts are a box alone, take the other people the finder found out of the matte
-        (`backend.others`); default $DFIMAT_TAKE_OUT_OTHERS, else on. Needs mediapipe."""
+        take_out_others: in a session with a box and no text, take the other people the finder found out of the matte,
+        except those under a positive mark (`backend.others`); default $DFIMAT_TAKE_OUT_OTHERS, else on. Needs
+        mediapipe."""
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
@@ -482,9 +482,11 @@ class Engine:
                     fine = focused[1].copy()
                     _cut_to(fine, self._grid_rect(support, focused[0], fine.shape[0]))
                     focused = (focused[0], fine)
-            if self.take_out_others and history.box is not None and history.text is None \
-                    and not (history.clicks or history.scribbles):
-                take_out_others(alpha, self._people_masks(s), s.found_shape)
+            if self.take_out_others and history.box is not None and history.text is None:
+                # Corrective rounds keep the others out (without it the neighbour came back with the first click),
+                # except anyone a positive mark asks for.
+                positives = [(x, y) for x, y, p in points(history.merged()) if p]
+                take_out_others(alpha, self._people_masks(s), s.found_shape, positives)
             if self.keep_marks and (history.clicks or history.scribbles):
                 # Without a box the person is where the positive marks are; with one, two parts inside it may both
                 # be the person (an arm beyond an occluder), and box support already bounds the matte.

@@ -6,13 +6,14 @@ people the ISCN merges, so once the matte agrees with one find, the other finds 
 committed weights (MODEL_CARD.md, "Other people out of a box's matte"): held-out one box 15 % looser 0.682 -> 0.686,
 tight 0.737 -> 0.737.
 
-Used only while a session's prompts are a box alone: a click or stroke is the user's own word on every pixel near
-it, and a text round names a person the finder picked already.
+Used in sessions with a box and no text (a text round names a person the finder picked already), in corrective
+rounds too (without that the neighbour came back with the first click), but never on a find under a positive click
+or stroke: that is someone the user asks for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -50,9 +51,10 @@ class FoundPerson:
         return out
 
 
-def others_mask(selected: np.ndarray, people: Sequence[FoundPerson]) -> np.ndarray | None:
+def others_mask(selected: np.ndarray, people: Sequence[FoundPerson], spared: Collection[int] = ()) -> np.ndarray | None:
     """Where the other found people are, on the finder's picture (the shape of ``selected``, the matte > 0.5 there),
-    minus the target's grown find; None when fewer than two people were found or no find is the matte's."""
+    minus the target's grown find and the finds indexed in ``spared``; None when fewer than two people were found or
+    no find is the matte's."""
     if len(people) < 2:
         return None
     shape = selected.shape
@@ -64,22 +66,40 @@ def others_mask(selected: np.ndarray, people: Sequence[FoundPerson]) -> np.ndarr
     out = np.zeros(shape, bool)
     for i, m in enumerate(masks):
         # A find overlapping the target's this much is the same person found twice, as the finder itself judges.
-        if i != target and _overlap(m, masks[target]) <= DUPLICATE_OVERLAP:
+        if i != target and i not in spared and _overlap(m, masks[target]) <= DUPLICATE_OVERLAP:
             out |= m
     k = 2 * TARGET_GROW_PX + 1
     out &= ~(cv2.dilate(masks[target].astype(np.uint8), np.ones((k, k), np.uint8)) > 0)
     return out if out.any() else None
 
 
-def take_out_others(alpha: np.ndarray, people: Sequence[FoundPerson], picture_shape: tuple[int, int]) -> bool:
-    """Zero ``alpha`` (H x W, in place) on the found people other than the one it selects; ``people`` are on the
-    finder's picture of ``picture_shape`` (the photo, possibly downscaled). True when anything was taken out."""
+def marked(people: Sequence[FoundPerson], positives: Sequence[tuple[float, float]], scale: tuple[float, float]
+           ) -> set[int]:
+    """Indices of the finds under a positive mark ((x, y) in image pixels; ``scale`` = (x, y) factors onto the
+    finder's picture): someone the user asks for, never taken out."""
+    out = set()
+    for i, p in enumerate(people):
+        x0, y0, x1, y1 = p.rect
+        for x, y in positives:
+            c, r = int(x * scale[0]), int(y * scale[1])
+            if x0 <= c < x1 and y0 <= r < y1 and p.mask[r - y0, c - x0]:
+                out.add(i)
+                break
+    return out
+
+
+def take_out_others(alpha: np.ndarray, people: Sequence[FoundPerson], picture_shape: tuple[int, int],
+                    positives: Sequence[tuple[float, float]] = ()) -> bool:
+    """Zero ``alpha`` (H x W, in place) on the found people other than the one it selects and those under one of the
+    ``positives`` (image pixels); ``people`` are on the finder's picture of ``picture_shape`` (the photo, possibly
+    downscaled). True when anything was taken out."""
     if len(people) < 2:
         return False
     h, w = alpha.shape
     ph, pw = picture_shape
     on_picture = alpha if (ph, pw) == (h, w) else cv2.resize(alpha, (pw, ph), interpolation=cv2.INTER_AREA)
-    out = others_mask(on_picture > 0.5, people)
+    spared = marked(people, positives, (pw / w, ph / h)) if positives else set()
+    out = others_mask(on_picture > 0.5, people, spared)
     if out is None:
         return False
     if (ph, pw) == (h, w):

@@ -8,7 +8,7 @@ import torch
 import backend.people
 from backend.dfimat.model import build_tiny_checkpoint
 from backend.engine import Engine
-from backend.others import TARGET_GROW_PX, FoundPerson, others_mask, take_out_others
+from backend.others import TARGET_GROW_PX, FoundPerson, marked, others_mask, take_out_others
 from backend.people import Found
 
 torch.set_num_threads(1)
@@ -55,6 +55,21 @@ def test_a_find_overlapping_the_selected_one_is_the_same_person():
     assert others_mask(LEFT, people) is None
 
 
+def test_a_find_under_a_positive_mark_is_never_taken_out():
+    people = [FoundPerson.from_mask(LEFT), FoundPerson.from_mask(RIGHT)]
+    # Marks in image pixels on a photo twice the finder's picture.
+    assert marked(people, [(170.0, 100.0)], (0.5, 0.5)) == {1}
+    assert marked(people, [(10.0, 10.0), (80.0, 100.0)], (0.5, 0.5)) == {0}
+    assert others_mask(LEFT, people, spared={1}) is None
+    alpha = np.zeros((2 * H, 2 * W), np.float32)
+    alpha[20:180, 40:120] = 1.0
+    alpha[80:120, 120:180] = 0.8
+    assert not take_out_others(alpha, people, (H, W), positives=[(170.0, 100.0)])
+    assert alpha[100, 170] == pytest.approx(0.8)
+    # A positive mark on the selected person itself spares nobody else.
+    assert take_out_others(alpha, people, (H, W), positives=[(80.0, 100.0)]) and alpha[100, 170] == 0.0
+
+
 def test_take_out_works_from_a_downscaled_finder_picture():
     alpha = np.zeros((2 * H, 2 * W), np.float32)
     alpha[20:180, 40:120] = 1.0  # the left person at full size
@@ -89,16 +104,19 @@ def engine(tmp_path, monkeypatch):
     return engine
 
 
-def test_engine_takes_others_out_of_box_rounds_only(engine, monkeypatch):
+def test_engine_takes_others_out_of_box_sessions_unless_a_mark_asks_for_them(engine, monkeypatch):
     finder = _Finder()
     monkeypatch.setattr(backend.people, "pose_detector", lambda: finder)
     image = np.random.default_rng(1).integers(0, 256, (H, W, 3), dtype=np.uint8)
     sid = engine.open(image)
     alpha = engine.predict(sid, {"box": [10.0, 5.0, 120.0, 95.0]})
     assert alpha[50, 85] == 0.0 and alpha[50, 40] == 1.0
-    # A click is the user's own word near it: from then on the matte is the networks' and the marks'.
+    # A corrective click on the person keeps the neighbour out; a positive click on the neighbour brings it back.
     alpha = engine.predict(sid, {"clicks": [[40.0, 50.0, True]]})
-    assert alpha[50, 85] == 1.0
+    assert alpha[50, 85] == 0.0 and alpha[59, 63] == 0.0
+    alpha = engine.predict(sid, {"clicks": [[85.0, 50.0, True]]})
+    # (59, 63) lies on the neighbour beyond the click's own kept disk (at most 4 cells of 5 px): spared, not marked.
+    assert alpha[59, 63] == 1.0
     # Found once per session, by the whole-frame passes alone (the cheap finder measured for this).
     assert finder.calls == [{"tiles": False, "faces": False}]
     # A box with text names a person already; marks alone have no box.
