@@ -41,6 +41,8 @@ class FoundPerson:
     @classmethod
     def from_mask(cls, mask: np.ndarray) -> FoundPerson:
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if not rows.size:
+            return cls((0, 0, 0, 0), np.zeros((0, 0), bool))
         x0, y0, x1, y1 = int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
         return cls((x0, y0, x1, y1), mask[y0:y1, x0:x1].copy())
 

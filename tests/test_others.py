@@ -28,6 +28,7 @@ def test_found_person_keeps_its_mask_cropped_and_pastes_it_back():
     p = FoundPerson.from_mask(RIGHT)
     assert p.rect == (60, 10, 100, 90) and p.mask.shape == (80, 40)
     assert np.array_equal(p.paste((H, W)), RIGHT)
+    assert not FoundPerson.from_mask(np.zeros((H, W), bool)).paste((H, W)).any()
 
 
 def test_the_other_finds_are_taken_out_around_the_selected_one():
