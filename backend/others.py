@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from backend.metrics import iou
 from backend.people import DUPLICATE_OVERLAP, _overlap
 
 # The matte must match one find this well (IoU of alpha > 0.5) before the other finds count as other people: below
@@ -46,6 +45,14 @@ class FoundPerson:
         x0, y0, x1, y1 = int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
         return cls((x0, y0, x1, y1), mask[y0:y1, x0:x1].copy())
 
+    def iou(self, selected: np.ndarray, selected_area: int) -> float:
+        """IoU with the boolean mask ``selected`` of the finder's picture (``selected_area`` its pixel count), counted
+        within this find's rectangle only: this runs in every round of a box session."""
+        x0, y0, x1, y1 = self.rect
+        inter = int(np.count_nonzero(selected[y0:y1, x0:x1] & self.mask))
+        union = selected_area + int(np.count_nonzero(self.mask)) - inter
+        return inter / union if union else 0.0
+
     def paste(self, shape: tuple[int, int]) -> np.ndarray:
         out = np.zeros(shape, bool)
         x0, y0, x1, y1 = self.rect
@@ -59,12 +66,13 @@ def others_mask(selected: np.ndarray, people: Sequence[FoundPerson], spared: Col
     no find is the matte's."""
     if len(people) < 2:
         return None
-    shape = selected.shape
-    masks = [p.paste(shape) for p in people]
-    ious = [iou(selected, m) for m in masks]
+    area = int(np.count_nonzero(selected))
+    ious = [p.iou(selected, area) for p in people]
     target = int(np.argmax(ious))
     if ious[target] < MIN_TARGET_IOU:
         return None
+    shape = selected.shape
+    masks = [p.paste(shape) for p in people]
     out = np.zeros(shape, bool)
     for i, m in enumerate(masks):
         # A find overlapping the target's this much is the same person found twice, as the finder itself judges.
