@@ -53,7 +53,7 @@ from backend.data import (
 )
 from backend.dfimat.prompts import RoundPrompts
 from backend.marks import agreeing, points
-from backend.metrics import VS_BINARY_NOTE, boundary_f, iou, leak, matting_vs_binary, noc
+from backend.metrics import VS_BINARY_NOTE, boundary_f, error_split, iou, leak, matting_vs_binary, noc
 from backend.people import matte_people
 from backend.refexpr import expressions, reword
 from backend.simulate import (
@@ -197,6 +197,7 @@ def _scores(alpha: np.ndarray, gt: np.ndarray, others: np.ndarray, ignore: np.nd
     out: dict[str, Any] = {"boundary_f": boundary_f(alpha, gt, ignore)}
     # Leak needs somebody to leak into: single-person and all-people targets have no labelled neighbour.
     out["leak"] = leak(alpha, others, gt, ignore) if others.any() else None
+    out["errors"] = error_split(alpha, gt, others, ignore)
     if matting:
         m = matting_vs_binary(alpha, gt, ignore)
         out.update({k: m[k] for k in ("sad", "mse", "grad", "conn")})
@@ -405,6 +406,9 @@ def summarise(records: list[dict], times: list[dict], opens: list[float], cfg: E
         for key in ("leak", "boundary_f", "sad", "mse", "grad", "conn"):
             s[key] = _mean([r.get(key) for r in recs])
         s["leak_n"] = sum(1 for r in recs if r.get("leak") is not None)
+        split = [r["errors"] for r in recs if "errors" in r]
+        if split:
+            s["error_split"] = {k: _mean([e[k] for e in split]) for k in split[0]}
         s["leak_median"] = _median([r.get("leak") for r in recs])
         s["by_size"] = by_size(mode, [r for r in recs if r["ious"]], cfg.max_clicks)
         mode_times = [t["ms"] for t in times if t["mode"] == mode]
@@ -462,6 +466,13 @@ def format_table(report: dict, title: str = "") -> str:
             bins = "  ".join(f"{b['bin']} n={b['n']} {_f(b['iou'])} ({_f(b['leak_median'], '{:.1f}', 100)})"
                              for b in s["by_size"])
             lines.append(f"  {mode:<10}{bins}   all: median leak {_f(s['leak_median'], '{:.1f}', 100)}")
+    split = [(mode, summary[mode]["error_split"]) for mode in report["settings"]["modes"]
+             if "error_split" in summary[mode]]
+    if split:
+        lines.append("where the final matte is wrong, as shares of the union (IoU + these = 1): the label's and the matte's"
+                     " outlines within 3 px / within 15 px / other labelled people / the rest (objects, missed parts)")
+        lines += [f"  {mode:<10}outline {_f(e['outline'])}  shape {_f(e['shape'])}  other people {_f(e['others'])}"
+                  f"  rest {_f(e['rest'])}" for mode, e in split]
     t = summary["timing"]
     lines.append(
         f"open (encode) ms median {_f(t['open_ms']['median'], '{:.0f}')}; round 1 ms median "

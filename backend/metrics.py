@@ -25,6 +25,7 @@ __all__ = [
     "iou",
     "boundary_f",
     "leak",
+    "error_split",
     "sad",
     "mse",
     "grad",
@@ -101,6 +102,47 @@ def leak(alpha: np.ndarray, others: np.ndarray, target: np.ndarray, ignore: np.n
     if area == 0:
         raise ValueError("target mask is empty: leak is undefined")
     return float(alpha[others & valid].sum() / area)
+
+
+OUTLINE_BAND = 3.0  # px: as boundary F's tolerance; coco128-persons' polygon outlines are often off by this much
+SHAPE_BAND = 15.0  # px: about two cells of the ISCN's 96-cell grid on a 640 px photo: a coarse outline's reach
+
+
+def _to_outline(mask: np.ndarray) -> np.ndarray:
+    """Per pixel, the distance to the mask's outline: inside to the nearest outside pixel and vice versa (inf
+    everywhere when the mask is empty or full, i.e. has no outline)."""
+    if mask.all() or not mask.any():
+        return np.full(mask.shape, np.inf, np.float32)
+    m8 = mask.astype(np.uint8)
+    return np.where(mask, cv2.distanceTransform(m8, cv2.DIST_L2, 5), cv2.distanceTransform(1 - m8, cv2.DIST_L2, 5))
+
+
+def error_split(alpha: np.ndarray, gt: np.ndarray, others: np.ndarray, ignore: np.ndarray | None = None,
+                threshold: float = 0.5) -> dict[str, float]:
+    """Where the wrong pixels of ``alpha >= threshold`` are, each as a share of the union with the target, so that
+    IoU + outline + shape + others + rest = 1. ``outline``: within `OUTLINE_BAND` px of both the label's and the
+    prediction's outline (label noise and edge quality); ``shape``: within `SHAPE_BAND` px of both (a coarse
+    outline: a gap between arm and body filled, a hand cut short); ``others``: any other wrong pixel on another
+    labelled person (selection); ``rest``: all else (missed parts, objects and background taken in). Tells whether
+    a model needs better edges or better selection."""
+    pred, gt_f = _pair(alpha, gt)
+    others = np.asarray(others, bool)
+    if others.shape != pred.shape:
+        raise ValueError(f"others mask {others.shape} and prediction {pred.shape} differ in shape")
+    valid = _valid(pred.shape, ignore)
+    p, g = pred >= threshold, gt_f >= 0.5
+    keys = ("outline", "shape", "others", "rest")
+    union = np.count_nonzero((p | g) & valid)
+    if union == 0:
+        return dict.fromkeys(keys, 0.0)
+    wrong = (p ^ g) & valid
+    # Near both outlines, not just the label's: a person missed altogether is a selection error along its edge too.
+    apart = np.maximum(_to_outline(g), _to_outline(p))
+    outline = wrong & (apart <= OUTLINE_BAND)
+    shape = wrong & ~outline & (apart <= SHAPE_BAND)
+    on_others = wrong & ~outline & ~shape & p & others
+    rest = wrong & ~outline & ~shape & ~on_others
+    return {k: np.count_nonzero(m) / union for k, m in zip(keys, (outline, shape, on_others, rest), strict=True)}
 
 
 def sad(alpha: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None) -> float:

@@ -235,3 +235,19 @@ def test_by_size_splits_targets_by_their_share_of_the_image():
     assert bins[0]["leak_median"] == pytest.approx(0.3) and bins[1]["leak_median"] is None
     assert final_iou("scribbles", [0.5, 0.7], 20) == 0.7 and final_iou("text", [0.2, 0.4], 20) == pytest.approx(0.3)
     assert final_iou("box", [0.8], 20) == 0.8 and final_iou("clicks", [0.1, 0.2, 0.3], 2) == 0.2
+
+
+def test_error_split_says_whether_the_matte_picked_someone_else(tmp_path):
+    ds = load_set(make_set(tmp_path / "blobs", 1))
+    labels = cv2.imread(str(ds.items[0].instances_path), cv2.IMREAD_UNCHANGED)
+    report = evaluate(Stubborn(labels), [(ds, ds.items)], EvalConfig(modes=("box",), matting_metrics=False))
+    recs = {r["target"]: r for r in report["records"]}
+    assert recs[0]["ious"] == [1.0] and recs[0]["errors"] == dict.fromkeys(("outline", "shape", "others", "rest"), 0.0)
+    wrong = recs[1]["errors"]  # answered with the other blob: the blob is "other people", the missed target "rest"
+    areas = [np.count_nonzero(labels == v) for v in (1, 2)]
+    assert wrong["outline"] == 0.0  # the blobs are apart, so no wrong pixel is near the target's outline
+    assert wrong["others"] == pytest.approx(areas[0] / sum(areas))
+    assert wrong["rest"] == pytest.approx(areas[1] / sum(areas))
+    split = report["summary"]["box"]["error_split"]
+    assert split["others"] == pytest.approx(wrong["others"] / 2)
+    assert "other people" in format_table(report)

@@ -6,6 +6,7 @@ from backend.metrics import (
     _gauss_grad_kernels,
     boundary_f,
     conn,
+    error_split,
     grad,
     iou,
     leak,
@@ -53,6 +54,39 @@ def test_leak():
     assert leak(target * 1.0, others, target) == 0.0
     with pytest.raises(ValueError, match="empty"):
         leak(alpha, others, np.zeros((20, 20), bool))
+
+
+def test_error_split_sorts_every_wrong_pixel_and_sums_with_iou_to_one():
+    # Full-height shapes: the frame is no outline (as in boundary_f), so the strips have no corners to count.
+    gt = square((100, 100), 0, 100, 20, 50)                        # the target, 3000 px
+    others = square((100, 100), 0, 100, 75, 95).astype(bool)       # a neighbour, 25 px to its right
+    pred = square((100, 100), 0, 100, 22, 50)                      # 2 px short on the left: outline
+    pred[:, 50:56] = 1                                             # 6 px too wide on the right: shape
+    pred[40:60, 24:32] = 0                                         # a hole a few px in from the left: shape
+    pred[:, 85:95] = 1                                             # half the neighbour, far from any outline: others
+    pred[0:5, 96:100] = 1                                          # something far away, nobody's: rest
+    split = error_split(pred, gt, others)
+    union = 3000 + 600 + 1000 + 20
+    # The 6 px strip is no outline error anywhere: each of its pixels is > 3 px from one of the two outlines.
+    assert split["outline"] == pytest.approx(200 / union)
+    assert split["shape"] == pytest.approx((600 + 160) / union)
+    assert split["others"] == pytest.approx(1000 / union)
+    assert split["rest"] == pytest.approx(20 / union)
+    assert iou(pred, gt) + sum(split.values()) == pytest.approx(1.0)
+    # A neighbour taken in right next to the target is an outline error, not a selection error.
+    touching = square((100, 100), 0, 100, 50, 70).astype(bool)
+    assert error_split(square((100, 100), 0, 100, 20, 52), gt, touching) == pytest.approx(
+        {"outline": 200 / 3200, "shape": 0.0, "others": 0.0, "rest": 0.0})
+    # A person missed altogether: the miss is a selection error all over, none of it "outline".
+    assert error_split(np.zeros((100, 100)), gt, others) == {"outline": 0.0, "shape": 0.0, "others": 0.0, "rest": 1.0}
+    # Ignore pixels count nowhere; nothing predicted and nothing labelled is no error.
+    ignore = np.zeros((100, 100), bool)
+    ignore[0:5, 96:100] = True
+    assert error_split(pred, gt, others, ignore)["rest"] == 0.0
+    assert error_split(np.zeros((9, 9)), np.zeros((9, 9)), np.zeros((9, 9), bool)) == dict.fromkeys(
+        ("outline", "shape", "others", "rest"), 0.0)
+    with pytest.raises(ValueError, match="others mask"):
+        error_split(pred, gt, np.zeros((5, 5), bool))
 
 
 def test_sad_mse_whole_image_with_ignore():
