@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from backend.people import DUPLICATE_OVERLAP, _overlap
+from backend.people import DUPLICATE_OVERLAP
 
 # The matte must match one find this well (IoU of alpha > 0.5) before the other finds count as other people: below
 # it the matte may be a person the finder missed, and the finds near it could be that person's parts.
@@ -53,6 +53,15 @@ class FoundPerson:
         union = selected_area + int(np.count_nonzero(self.mask)) - inter
         return inter / union if union else 0.0
 
+    def overlap(self, other: FoundPerson) -> float:
+        """Intersection over the smaller find's area, as `backend.people._overlap` counts it, but within the two
+        rectangles' intersection."""
+        (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = self.rect, other.rect
+        x0, y0, x1, y1 = max(ax0, bx0), max(ay0, by0), min(ax1, bx1), min(ay1, by1)
+        inter = 0 if x1 <= x0 or y1 <= y0 else int(np.count_nonzero(
+            self.mask[y0 - ay0:y1 - ay0, x0 - ax0:x1 - ax0] & other.mask[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0]))
+        return inter / max(1, min(int(np.count_nonzero(self.mask)), int(np.count_nonzero(other.mask))))
+
     def paste(self, shape: tuple[int, int]) -> np.ndarray:
         out = np.zeros(shape, bool)
         x0, y0, x1, y1 = self.rect
@@ -71,15 +80,22 @@ def others_mask(selected: np.ndarray, people: Sequence[FoundPerson], spared: Col
     target = int(np.argmax(ious))
     if ious[target] < MIN_TARGET_IOU:
         return None
-    shape = selected.shape
-    masks = [p.paste(shape) for p in people]
-    out = np.zeros(shape, bool)
-    for i, m in enumerate(masks):
+    goal = people[target]
+    # Every mask stays within its rectangle: this runs in every round of a box session (7.5 -> 0.4 ms at 1 MP with six
+    # finds; pasting each find into a full-size mask was most of it).
+    out = np.zeros(selected.shape, bool)
+    for i, p in enumerate(people):
         # A find overlapping the target's this much is the same person found twice, as the finder itself judges.
-        if i != target and i not in spared and _overlap(m, masks[target]) <= DUPLICATE_OVERLAP:
-            out |= m
-    k = 2 * TARGET_GROW_PX + 1
-    out &= ~(cv2.dilate(masks[target].astype(np.uint8), np.ones((k, k), np.uint8)) > 0)
+        if i != target and i not in spared and p.overlap(goal) <= DUPLICATE_OVERLAP:
+            x0, y0, x1, y1 = p.rect
+            out[y0:y1, x0:x1] |= p.mask
+    g = TARGET_GROW_PX
+    grown = cv2.dilate(np.pad(goal.mask, g).astype(np.uint8), np.ones((2 * g + 1, 2 * g + 1), np.uint8)) > 0
+    x0, y0, x1, y1 = goal.rect
+    h, w = selected.shape
+    cx0, cy0 = max(0, x0 - g), max(0, y0 - g)  # the grown rectangle, clipped to the picture
+    cx1, cy1 = min(w, x1 + g), min(h, y1 + g)
+    out[cy0:cy1, cx0:cx1] &= ~grown[cy0 - (y0 - g):cy1 - (y0 - g), cx0 - (x0 - g):cx1 - (x0 - g)]
     return out if out.any() else None
 
 

@@ -31,6 +31,15 @@ def test_found_person_keeps_its_mask_cropped_and_pastes_it_back():
     assert not FoundPerson.from_mask(np.zeros((H, W), bool)).paste((H, W)).any()
 
 
+def test_overlap_within_the_rectangles_counts_as_the_finder_does():
+    from backend.people import _overlap
+
+    finds = [LEFT, RIGHT, _person(20, 10, 60, 60), _person(50, 50, 80, 95), _person(120, 0, 130, 5)]
+    for a in finds:
+        for b in finds:
+            assert FoundPerson.from_mask(a).overlap(FoundPerson.from_mask(b)) == pytest.approx(_overlap(a, b))
+
+
 def test_the_other_finds_are_taken_out_around_the_selected_one():
     people = [FoundPerson.from_mask(LEFT), FoundPerson.from_mask(RIGHT)]
     selected = LEFT | _person(60, 40, 90, 60)  # the matte spills onto the right-hand person
