@@ -34,8 +34,37 @@ def _crop_box(mask: np.ndarray, margin: float) -> tuple[int, int, int, int]:
     return (int(max(0, x0 - mx)), int(max(0, y0 - my)), int(min(w, np.ceil(x1 + mx))), int(min(h, np.ceil(y1 + my))))
 
 
+def _crop_one(image: np.ndarray, mask: np.ndarray, margin: float, pseudo_alpha, arrays: tuple,
+              entries: list[dict], entry: dict) -> bool:
+    """Write one person's letterboxed crop, mask, pseudo alpha and valid area as row len(entries); False if the
+    person is too small at the crop's scale."""
+    images, masks, alphas, valid = arrays
+    side = images.shape[1]
+    box = _crop_box(mask, margin)
+    x0, y0, x1, y1 = box
+    lb = Letterbox(y1 - y0, x1 - x0, side)
+    img_sq = lb.image_to_square(image[y0:y1, x0:x1], cv2.INTER_AREA)
+    m_sq = lb.image_to_square(mask[y0:y1, x0:x1].astype(np.uint8), cv2.INTER_NEAREST).astype(bool)
+    h, w = lb.inner
+    if m_sq.sum() < 16:
+        return False
+    alpha = np.zeros((side, side), np.float32)
+    alpha[:h, :w] = pseudo_alpha(img_sq[:h, :w], m_sq[:h, :w])
+    k = len(entries)
+    images[k], masks[k] = img_sq, m_sq
+    alphas[k] = np.round(np.clip(alpha, 0, 1) * 255).astype(np.uint8)
+    valid[k] = 0
+    valid[k, :h, :w] = 1
+    entries.append({**entry, "box": list(box)})
+    return True
+
+
 def prepare(out: Path, items: list, side: int, margin: float, limit: int, log) -> Path:
-    """Crops, masks and pseudo alpha for up to `limit` training people; resumable (skips if complete)."""
+    """Crops, masks and pseudo alpha for the people of up to `limit` training photos; resumable (skips if complete).
+
+    A single-person or all-people photo gives one crop. A multi-person composite (`instance` sets from
+    `backend.synth`) gives one crop per target, with the other people left in the crop as background: the MRN must
+    learn to stop at a neighbour, not only at the backdrop."""
     from backend import data
     from backend.pseudo_alpha import pseudo_alpha
 
@@ -45,7 +74,9 @@ def prepare(out: Path, items: list, side: int, margin: float, limit: int, log) -
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     order = rng.permutation(len(items))[:limit] if limit else np.arange(len(items))
-    n = len(order)
+    # One row per crop to come; a crop whose person is too small at the crop's scale is skipped, `count` trims.
+    n = sum(len(data.person_targets(items[int(i)]).masks) if items[int(i)].mask_kind == "instance" else 1
+            for i in order)
     images = np.lib.format.open_memmap(out / "images.npy", "w+", np.uint8, (n, side, side, 3))
     masks = np.lib.format.open_memmap(out / "masks.npy", "w+", np.uint8, (n, side, side))
     alphas = np.lib.format.open_memmap(out / "alphas.npy", "w+", np.uint8, (n, side, side))
@@ -58,25 +89,12 @@ def prepare(out: Path, items: list, side: int, margin: float, limit: int, log) -
         if not targets.masks:
             continue
         image = data.read_image(item.image_path)
-        mask = targets.masks[0]
-        box = _crop_box(mask, margin)
-        x0, y0, x1, y1 = box
-        lb = Letterbox(y1 - y0, x1 - x0, side)
-        img_sq = lb.image_to_square(image[y0:y1, x0:x1], cv2.INTER_AREA)
-        m_sq = lb.image_to_square(mask[y0:y1, x0:x1].astype(np.uint8), cv2.INTER_NEAREST).astype(bool)
-        h, w = lb.inner
-        if m_sq.sum() < 16:
-            continue
-        alpha = np.zeros((side, side), np.float32)
-        alpha[:h, :w] = pseudo_alpha(img_sq[:h, :w], m_sq[:h, :w])
-        k = len(entries)
-        images[k], masks[k] = img_sq, m_sq
-        alphas[k] = np.round(np.clip(alpha, 0, 1) * 255).astype(np.uint8)
-        valid[k] = 0
-        valid[k, :h, :w] = 1
-        entries.append({"key": item.key, "box": list(box), "height": item.height, "width": item.width})
-        if len(entries) % 50 == 0:
-            log(f"mrn prepare {len(entries)}/{n} ({time.time() - t0:.0f}s)")
+        per_target = targets.masks if item.mask_kind == "instance" else targets.masks[:1]
+        for k, mask in enumerate(per_target):
+            entry = {"key": item.key, "target": k + 1, "height": item.height, "width": item.width}
+            if len(entries) < n and _crop_one(image, mask, margin, pseudo_alpha, (images, masks, alphas, valid),
+                                              entries, entry) and len(entries) % 50 == 0:
+                log(f"mrn prepare {len(entries)}/{n} ({time.time() - t0:.0f}s)")
     for arr in (images, masks, alphas, valid):
         arr.flush()
     (out / "meta.json").write_text(json.dumps({"side": side, "count": len(entries), "entries": entries,
@@ -110,8 +128,10 @@ def degrade(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(m, 0.0, 1.0)
 
 
-def iscn_coarse(cache_dir: Path, crops: dict, weights: Path, log) -> np.ndarray | None:
-    """Frozen-ISCN box-prompt predictions mapped into each crop (NaN-free float16), or None if not available."""
+def iscn_coarse(cache_dirs: Path | list[Path], crops: dict, weights: Path, log) -> np.ndarray | None:
+    """Frozen-ISCN box-prompt predictions mapped into each crop (float16; NaN rows where no feature cache holds
+    the crop's photo), or None if not available. The box is the crop's own target's (`target`, 1-based, as the
+    caches label targets)."""
     from backend.dfimat.iscn import best_mask
     from backend.dfimat.model import load_checkpoint
     from backend.dfimat.prompt_tensors import build_prompt_tensors, collate
@@ -119,12 +139,14 @@ def iscn_coarse(cache_dir: Path, crops: dict, weights: Path, log) -> np.ndarray 
     from backend.simulate import box_from_mask
     from backend.train_cache import open_cache
 
-    if not (Path(cache_dir) / "meta.json").is_file() or not Path(weights).is_file():
+    dirs = [Path(d) for d in ([cache_dirs] if isinstance(cache_dirs, (str, Path)) else cache_dirs)]
+    dirs = [d for d in dirs if (d / "meta.json").is_file()]
+    if not dirs or not Path(weights).is_file():
         return None
     model, _ = load_checkpoint(weights, with_mrn=False)
-    cache = open_cache(cache_dir)
-    row_of = {e["key"]: i for i, e in enumerate(cache["meta"]["entries"])}
-    size = cache["meta"]["size"]
+    caches = [open_cache(d) for d in dirs]
+    row_of = {e["key"]: (c, i) for c, cache in enumerate(caches) for i, e in enumerate(cache["meta"]["entries"])}
+    size = caches[0]["meta"]["size"]
     side = crops["meta"]["side"]
     out = np.full((crops["meta"]["count"], side, side), np.nan, np.float16)
     todo = [(j, row_of[e["key"]]) for j, e in enumerate(crops["meta"]["entries"]) if e["key"] in row_of]
@@ -132,14 +154,15 @@ def iscn_coarse(cache_dir: Path, crops: dict, weights: Path, log) -> np.ndarray 
     for b in range(0, len(todo), 8):
         chunk = todo[b:b + 8]
         tensors, lbs = [], []
-        for j, r in chunk:
+        for j, (c, r) in chunk:
             e = crops["meta"]["entries"][j]
             hist = PromptHistory()
-            rnd = RoundPrompts(box=box_from_mask(np.asarray(cache["labels"][r]) == 1))
+            target = np.asarray(caches[c]["labels"][r]) == e.get("target", 1)
+            rnd = RoundPrompts(box=box_from_mask(target))
             hist.add(rnd)
             tensors.append(build_prompt_tensors(hist, rnd, Letterbox(size, size, size)))
             lbs.append(Letterbox(e["height"], e["width"], size))
-        feats = {k: torch.from_numpy(np.stack([np.asarray(cache[k][r]) for _, r in chunk])).float()
+        feats = {k: torch.from_numpy(np.stack([np.asarray(caches[c][k][r]) for _, (c, r) in chunk])).float()
                  for k in ("s4", "s8", "s16", "s32")}
         g = size // 4
         with torch.no_grad():
@@ -240,6 +263,7 @@ def train_mrn(args: argparse.Namespace) -> int:
     out, rng, log = start_run(args)
 
     sets = [s for s in training_sets(args.data, None) if s.mask_kind in ("single-person", "all-people")]
+    sets += training_sets(None, args.synth) if args.synth else []
     train_items, _ = data.training_items(sets)
     crops_dir = prepare(args.crops, train_items, args.side, args.margin, args.limit, log)
     if args.prepare_only:
@@ -270,7 +294,8 @@ def train_mrn(args: argparse.Namespace) -> int:
         record = {"mrn_steps": step, "mrn_minutes_wall": round((time.time() - t_start) / 60, 1),
                   "mrn_target": "pseudo alpha (closed-form matting in a band around binary masks)",
                   "mrn_init": str(args.iscn) if args.init_mrn else "fresh",
-                  "mrn_inputs": {"pose_priors": priors is not None, "min_scale": args.min_scale}}
+                  "mrn_inputs": {"pose_priors": priors is not None, "min_scale": args.min_scale,
+                                 **({"synth": str(args.synth)} if args.synth else {})}}
         full_meta = dict(meta)
         if isinstance(meta.get("mrn"), dict):
             # Started from an assembled checkpoint: its MRN record describes the MRN this run replaces.
@@ -320,7 +345,10 @@ def add_mrn_parser(sub) -> None:
     p = sub.add_parser("mrn", help="stage 2: train the MRN on pseudo-alpha crops with the ISCN frozen")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--iscn", type=Path, default=REPO / "runs" / "iscn" / "dfimat-s-iscn.pt")
-    p.add_argument("--iscn-cache", type=Path, default=DEFAULT_CACHE / "iscn-384")
+    p.add_argument("--iscn-cache", type=Path, nargs="+", default=[DEFAULT_CACHE / "iscn-384"],
+                   help="feature caches holding the training photos (the ISCN's coarse masks are computed from them)")
+    p.add_argument("--synth", type=Path, default=None,
+                   help="also crop every target of the synthetic composites under this folder (train split)")
     p.add_argument("--crops", type=Path, default=DEFAULT_CACHE / "mrn-320")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "mrn")
     p.add_argument("--side", type=int, default=320)

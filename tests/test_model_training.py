@@ -84,3 +84,30 @@ def test_mrn_batches_join_the_pose_prior_and_shrink_whole_batches():
             assert not np.allclose(x[1, 3].numpy(), 0.9)  # no prior for crop 1: never joined with NaN
             assert np.isfinite(x.numpy()).all()
     assert seen_joined and sizes == {32, 64}
+
+
+def test_mrn_crops_take_every_target_of_a_composite_and_keep_neighbours_as_background(tmp_path):
+    from backend.data import load_set
+    from backend.train_mrn import open_crops, prepare
+    from tests.test_data import make_set
+
+    labels = np.zeros((120, 160), np.uint8)
+    labels[20:110, 20:70] = 1
+    labels[20:110, 65:120] = 2  # touches person 1: each crop holds part of the other person
+    labels[0:2, 0:2] = 3  # far below 1 % of the image: never a target, never a crop
+    items = list(load_set(make_set(tmp_path, "instance", labels, name="composite")).items)
+    single = np.zeros((120, 160), np.uint8)
+    single[30:100, 50:110] = 1
+    items += list(load_set(make_set(tmp_path, "single-person", single, name="photo")).items)
+    crops = open_crops(prepare(tmp_path / "crops", items, 64, 0.15, 0, lambda _msg: None))
+    entries = crops["meta"]["entries"]
+    assert crops["meta"]["count"] == 3
+    assert sorted((e["key"], e["target"]) for e in entries) == [("composite/a", 1), ("composite/a", 2), ("photo/a", 1)]
+    for e, mask, valid in zip(entries, crops["masks"], crops["valid"], strict=True):
+        x0, y0, x1, y1 = e["box"]
+        if e["key"] == "composite/a":
+            own = labels[y0:y1, x0:x1] == e["target"]
+            other = labels[y0:y1, x0:x1] == 3 - e["target"]
+            assert other.any()  # the neighbour is inside the crop ...
+            # ... and only the crop's own person is foreground (fractions of the letterboxed crop's inner area)
+            assert abs(mask.sum() / valid.sum() - own.mean()) < 0.05
