@@ -85,6 +85,7 @@ from backend.marks import drop_unmarked_parts, keep_marks, points
 from backend.others import FoundPerson, take_out_others
 from backend.people import Found
 from backend.pose_prior import (
+    BOX_AVERAGE_PADDINGS,
     PoseOnCrop,
     agrees_with_all,
     covers_a_positive,
@@ -532,7 +533,8 @@ class Engine:
             if f < 1.0 else s.image
         pose = self._pose
         try:
-            mask = pose_mask(prompts.scaled(f, f), small.shape[1], small.shape[0], lambda r: pose(small, r))
+            mask = pose_mask(prompts.scaled(f, f), small.shape[1], small.shape[0], lambda r: pose(small, r),
+                             BOX_AVERAGE_PADDINGS)
         except Exception:  # a native model failing on one image must not cost the user the round
             log.exception("the pose prior failed on this image; the ISCN answers alone")
             return None

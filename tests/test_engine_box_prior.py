@@ -11,7 +11,17 @@ from backend.dfimat.model import build_tiny_checkpoint
 from backend.dfimat.prompts import Box, Click, PromptHistory, RoundPrompts, Scribble
 from backend.engine import BOX_SUPPORT_MARGIN, Engine, box_support
 from backend.focus import region_box
-from backend.pose_prior import PRIOR_WEIGHT, box_rect, click_rects, mix_prior, prior_on_rect
+from backend.pose_prior import (
+    BOX_AVERAGE_PADDINGS,
+    BOX_PADDING,
+    PRIOR_WEIGHT,
+    box_rect,
+    click_rects,
+    mix_prior,
+    padded_rect,
+    pose_mask,
+    prior_on_rect,
+)
 
 torch.set_num_threads(1)
 H, W = 400, 600
@@ -137,6 +147,8 @@ def test_pose_prior_joins_only_first_rounds_with_a_box_or_positive_marks(weights
     sid = engine.open(_image())
     engine.predict(sid, {"box": [100.0, 100.0, 300.0, 200.0]})
     assert calls and calls[0] == box_rect(Box(100.0, 100.0, 300.0, 200.0), W, H)
+    # The engine's box prior is the three-crop mean (the fake finds a person in each crop).
+    assert calls[1:3] == [padded_rect(Box(100.0, 100.0, 300.0, 200.0), p, W, H) for p in BOX_AVERAGE_PADDINGS]
     n = len(calls)
     engine.predict(sid, {"clicks": [[200.0, 150.0, True]]})  # round 2: the prior has had its say
     assert len(calls) == n
@@ -149,6 +161,35 @@ def test_pose_prior_joins_only_first_rounds_with_a_box_or_positive_marks(weights
     engine.reset(sid)
     engine.predict(sid, {"clicks": [[200.0, 150.0, True]]})
     assert calls[n] in click_rects(200.0, 150.0, W, H)
+
+
+def test_a_box_alone_gets_the_mean_of_three_crops_and_marks_keep_one():
+    box = Box(100.0, 100.0, 300.0, 300.0)
+    calls = []
+
+    def fake_pose(rect):  # "finds" the person as the crop's inner half, so each crop gives another outline
+        calls.append(rect)
+        out = np.zeros((H, W), np.float32)
+        x0, y0, x1, y1 = rect
+        dx, dy = (x1 - x0) // 4, (y1 - y0) // 4
+        out[y0 + dy:y1 - dy, x0 + dx:x1 - dx] = 1.0
+        return out
+
+    rects = [padded_rect(box, p, W, H) for p in (BOX_PADDING, *BOX_AVERAGE_PADDINGS)]
+    mask = pose_mask(RoundPrompts(box=box), W, H, fake_pose, BOX_AVERAGE_PADDINGS)
+    assert calls == rects and len(set(rects)) == 3
+    assert np.allclose(mask, np.mean([fake_pose(r) for r in rects], axis=0))
+    assert np.isclose(mask.max(), 1.0) and np.isclose(mask[mask > 0].min(), 1 / 3)
+    calls.clear()
+    pose_mask(RoundPrompts(box=box), W, H, fake_pose)  # the MediaPipe baseline's recipe: its one crop
+    assert calls == rects[:1]
+    calls.clear()
+    pose_mask(RoundPrompts(box=box, clicks=(Click(200, 200),)), W, H, fake_pose, BOX_AVERAGE_PADDINGS)
+    assert calls == rects[:1]  # a mark picks its crop by agreement; nothing is averaged
+    calls.clear()
+    nobody = pose_mask(RoundPrompts(box=box), W, H, lambda r: calls.append(r) or np.zeros((H, W), np.float32),
+                       BOX_AVERAGE_PADDINGS)
+    assert calls == rects[:1] and not nobody.any()  # no person in the box's crop: no more crops asked
 
 
 def test_corrective_rounds_keep_the_prior_until_a_mark_contradicts_it(weights, monkeypatch):
