@@ -86,6 +86,7 @@ from backend.others import FoundPerson, take_out_others
 from backend.people import Found
 from backend.pose_prior import (
     BOX_AVERAGE_PADDINGS,
+    MARKS_AVERAGE_CROPS,
     PoseOnCrop,
     agrees_with_all,
     covers_a_positive,
@@ -534,7 +535,7 @@ class Engine:
         pose = self._pose
         try:
             mask = pose_mask(prompts.scaled(f, f), small.shape[1], small.shape[0], lambda r: pose(small, r),
-                             BOX_AVERAGE_PADDINGS)
+                             BOX_AVERAGE_PADDINGS, MARKS_AVERAGE_CROPS)
         except Exception:  # a native model failing on one image must not cost the user the round
             log.exception("the pose prior failed on this image; the ISCN answers alone")
             return None

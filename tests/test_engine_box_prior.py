@@ -14,6 +14,7 @@ from backend.focus import region_box
 from backend.pose_prior import (
     BOX_AVERAGE_PADDINGS,
     BOX_PADDING,
+    MARKS_AVERAGE_CROPS,
     PRIOR_WEIGHT,
     box_rect,
     click_rects,
@@ -190,6 +191,28 @@ def test_a_box_alone_gets_the_mean_of_three_crops_and_marks_keep_one():
     nobody = pose_mask(RoundPrompts(box=box), W, H, lambda r: calls.append(r) or np.zeros((H, W), np.float32),
                        BOX_AVERAGE_PADDINGS)
     assert calls == rects[:1] and not nobody.any()  # no person in the box's crop: no more crops asked
+
+
+def test_marks_alone_get_the_mean_of_the_first_crops_that_agree_with_every_mark():
+    calls = []
+
+    def fake_pose(rect):  # the crop's whole rectangle: it holds the click, and a crop reaching x >= 300 the negative one
+        calls.append(rect)
+        out = np.zeros((H, W), np.float32)
+        out[rect[1]:rect[3], rect[0]:rect[2]] = 1.0
+        return out
+
+    rects = click_rects(200.0, 200.0, W, H)
+    prompts = RoundPrompts(clicks=(Click(200, 200), Click(320, 200, False)))
+    agree = [r for r in rects if r[2] <= 320]  # crops that leave the negative click out
+    assert len(agree) >= MARKS_AVERAGE_CROPS and agree[0] != rects[0]
+    mask = pose_mask(prompts, W, H, fake_pose, BOX_AVERAGE_PADDINGS, MARKS_AVERAGE_CROPS)
+    last = rects.index(agree[MARKS_AVERAGE_CROPS - 1])
+    assert calls == rects[:last + 1]  # stops once enough crops agree
+    assert np.allclose(mask, np.mean([fake_pose(r) for r in agree[:MARKS_AVERAGE_CROPS]], axis=0))
+    calls.clear()
+    first = pose_mask(prompts, W, H, fake_pose)  # one crop: the first that agrees, as the MediaPipe baseline
+    assert np.array_equal(first, fake_pose(agree[0]))
 
 
 def test_corrective_rounds_keep_the_prior_until_a_mark_contradicts_it(weights, monkeypatch):
