@@ -151,7 +151,7 @@ def pose_mask(prompts: RoundPrompts, width: int, height: int, on_crop: Callable[
                 break  # enough crops agree with everything the user said
         elif s == len(pts) and rect == candidates[0]:
             break  # the box's own crop agrees with every mark: no need to try more crops
-    if len(agree_all) > 1:
+    if agree_all:
         return np.mean(agree_all, axis=0).astype(np.float32)
     if average_paddings and prompts.box is not None and not pts and best.any():
         rects = [padded_rect(prompts.box, pad, width, height) for pad in average_paddings]

@@ -34,10 +34,12 @@ def _crop_box(mask: np.ndarray, margin: float) -> tuple[int, int, int, int]:
     return (int(max(0, x0 - mx)), int(max(0, y0 - my)), int(min(w, np.ceil(x1 + mx))), int(min(h, np.ceil(y1 + my))))
 
 
-def _crop_one(image: np.ndarray, mask: np.ndarray, margin: float, pseudo_alpha, arrays: tuple,
-              entries: list[dict], entry: dict) -> bool:
+def _crop_one(image: np.ndarray, mask: np.ndarray, margin: float, arrays: tuple, entries: list[dict],
+              entry: dict) -> bool:
     """Write one person's letterboxed crop, mask, pseudo alpha and valid area as row len(entries); False if the
     person is too small at the crop's scale."""
+    from backend.pseudo_alpha import pseudo_alpha
+
     images, masks, alphas, valid = arrays
     side = images.shape[1]
     box = _crop_box(mask, margin)
@@ -66,7 +68,6 @@ def prepare(out: Path, items: list, side: int, margin: float, limit: int, log) -
     `backend.synth`) gives one crop per target, with the other people left in the crop as background: the MRN must
     learn to stop at a neighbour, not only at the backdrop."""
     from backend import data
-    from backend.pseudo_alpha import pseudo_alpha
 
     out = Path(out)
     if (out / "meta.json").is_file():
@@ -74,9 +75,10 @@ def prepare(out: Path, items: list, side: int, margin: float, limit: int, log) -
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     order = rng.permutation(len(items))[:limit] if limit else np.arange(len(items))
-    # One row per crop to come; a crop whose person is too small at the crop's scale is skipped, `count` trims.
-    n = sum(len(data.person_targets(items[int(i)]).masks) if items[int(i)].mask_kind == "instance" else 1
-            for i in order)
+    # Rows for at most one crop per listed person (the manifest's count, small people included; read from the
+    # instance map only where a manifest does not say): `count` trims what is skipped.
+    n = sum((items[int(i)].persons or len(data.person_targets(items[int(i)]).masks))
+            if items[int(i)].mask_kind == "instance" else 1 for i in order)
     images = np.lib.format.open_memmap(out / "images.npy", "w+", np.uint8, (n, side, side, 3))
     masks = np.lib.format.open_memmap(out / "masks.npy", "w+", np.uint8, (n, side, side))
     alphas = np.lib.format.open_memmap(out / "alphas.npy", "w+", np.uint8, (n, side, side))
@@ -92,8 +94,8 @@ def prepare(out: Path, items: list, side: int, margin: float, limit: int, log) -
         per_target = targets.masks if item.mask_kind == "instance" else targets.masks[:1]
         for k, mask in enumerate(per_target):
             entry = {"key": item.key, "target": k + 1, "height": item.height, "width": item.width}
-            if len(entries) < n and _crop_one(image, mask, margin, pseudo_alpha, (images, masks, alphas, valid),
-                                              entries, entry) and len(entries) % 50 == 0:
+            if len(entries) < n and _crop_one(image, mask, margin, (images, masks, alphas, valid), entries,
+                                              entry) and len(entries) % 50 == 0:
                 log(f"mrn prepare {len(entries)}/{n} ({time.time() - t0:.0f}s)")
     for arr in (images, masks, alphas, valid):
         arr.flush()
@@ -128,7 +130,7 @@ def degrade(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(m, 0.0, 1.0)
 
 
-def iscn_coarse(cache_dirs: Path | list[Path], crops: dict, weights: Path, log) -> np.ndarray | None:
+def iscn_coarse(cache_dirs: list[Path], crops: dict, weights: Path, log) -> np.ndarray | None:
     """Frozen-ISCN box-prompt predictions mapped into each crop (float16; NaN rows where no feature cache holds
     the crop's photo), or None if not available. The box is the crop's own target's (`target`, 1-based, as the
     caches label targets)."""
@@ -139,8 +141,7 @@ def iscn_coarse(cache_dirs: Path | list[Path], crops: dict, weights: Path, log) 
     from backend.simulate import box_from_mask
     from backend.train_cache import open_cache
 
-    dirs = [Path(d) for d in ([cache_dirs] if isinstance(cache_dirs, (str, Path)) else cache_dirs)]
-    dirs = [d for d in dirs if (d / "meta.json").is_file()]
+    dirs = [Path(d) for d in cache_dirs if (Path(d) / "meta.json").is_file()]
     if not dirs or not Path(weights).is_file():
         return None
     model, _ = load_checkpoint(weights, with_mrn=False)
