@@ -9,7 +9,7 @@ from backend import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from backend.cli import add_subcommands
+    from backend.serving.cli import add_subcommands
 
     parser = argparse.ArgumentParser(prog="python -m backend", description="DFIMat backend")
     parser.add_argument("--version", action="version", version=f"dfimat-backend {__version__}")

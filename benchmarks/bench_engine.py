@@ -3,8 +3,8 @@
     python benchmarks/bench_engine.py [--weights PATH] [--threads 2] [--rounds 10] [--image PATH] [--runtime torch|onnx]
 
 Targets (issue 2): one refinement round <= 150 ms median at 1 MP on 2 CPU cores; first round <= 1.5 s. Also timed:
-a first round of one click alone (the pose prior tries crops around it; `backend.pose_prior`) and a first round of
-text alone (the people finder and text grounding run once per image; `backend.grounding`).
+a first round of one click alone (the pose prior tries crops around it; `backend.runtime.pose_prior`) and a first round of
+text alone (the people finder and text grounding run once per image; `backend.runtime.grounding`).
 The photo defaults to a Penn-Fudan image from ../shared/data resized to 1 MP (any photo with people works).
 """
 
@@ -24,7 +24,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from backend.engine import Engine  # noqa: E402
+from backend.runtime.engine import Engine  # noqa: E402
 
 
 def default_photo() -> Path | None:
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             engine.predict(sid, {"clicks": [[float(x), float(y), bool(rng.random() < 0.5)]]})
             rounds.append(time.perf_counter() - t0)
         engine.close(sid)
-    # A first round of one click: the pose prior may try up to twelve crops around it (`backend.pose_prior`).
+    # A first round of one click: the pose prior may try up to twelve crops around it (`backend.runtime.pose_prior`).
     clicks = first_rounds(engine, image, {"clicks": [[0.45 * w, 0.5 * h, True]]})
     texts = first_rounds(engine, image, {"text": "the person on the left"})
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

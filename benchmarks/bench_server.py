@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from backend.engine import Engine
+    from backend.runtime.engine import Engine
 
     tmp = Path(tempfile.mkdtemp(prefix="dfimat-bench-"))
     weights = args.weights

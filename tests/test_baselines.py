@@ -3,9 +3,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.baselines import BaselineSessionError, GrabCutBaseline, UnsupportedPrompt, load_baseline
 from backend.dfimat.prompts import PromptError
-from backend.metrics import iou
+from backend.eval.baselines import BaselineSessionError, GrabCutBaseline, UnsupportedPrompt, load_baseline
+from backend.eval.metrics import iou
 
 
 def scene(h=240, w=320):
@@ -78,7 +78,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pennfudan-samp
 def test_mediapipe_on_a_real_photo():
     pytest.importorskip("mediapipe")
     from backend.data import load_set, person_targets, read_image
-    from backend.simulate import box_from_mask
+    from backend.data.simulate import box_from_mask
 
     item = next(i for i in load_set(DATA).items if i.id == "PennPed00001")
     image = read_image(item.image_path)

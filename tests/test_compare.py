@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from backend.compare import bootstrap_interval, main, paired_rows
+from backend.eval.compare import bootstrap_interval, main, paired_rows
 
 
 def _report(ious_by_target: dict[int, list[float]], mode: str = "clicks", seed: int = 0) -> dict:

@@ -8,7 +8,7 @@ import torch
 
 from backend.dfimat.model import build_tiny_checkpoint
 from backend.dfimat.prompts import PromptError
-from backend.engine import Engine, ImageError, SessionError, to_rgb_uint8
+from backend.runtime.engine import Engine, ImageError, SessionError, to_rgb_uint8
 
 torch.set_num_threads(1)
 

@@ -9,9 +9,9 @@ import torch
 from backend.dfimat.encoder import Letterbox
 from backend.dfimat.model import build_tiny_checkpoint
 from backend.dfimat.prompts import Box, Click, PromptHistory, RoundPrompts, Scribble
-from backend.engine import BOX_SUPPORT_MARGIN, Engine, box_support
-from backend.focus import region_box
-from backend.pose_prior import (
+from backend.runtime.engine import BOX_SUPPORT_MARGIN, Engine, box_support
+from backend.runtime.focus import region_box
+from backend.runtime.pose_prior import (
     BOX_AVERAGE_PADDINGS,
     BOX_PADDING,
     MARKS_AVERAGE_CROPS,
@@ -291,14 +291,14 @@ def test_a_failing_or_missing_pose_model_costs_nothing_but_the_prior(weights, mo
     def no_mediapipe():
         raise RuntimeError("the pose prior needs mediapipe 0.10.21 in the backend environment")
 
-    monkeypatch.setattr("backend.people.pose_detector", no_mediapipe)
+    monkeypatch.setattr("backend.runtime.people.pose_detector", no_mediapipe)
     sid = engine.open(_image())
     engine.predict(sid, prompts)
-    assert engine.pose_prior is False
+    assert engine.options.pose_prior is False
 
 
 def test_the_prior_shares_the_people_finders_graph(weights):
-    from backend.people import pose_detector
+    from backend.runtime.people import pose_detector
 
     engine = _engine(weights)
     sid = engine.open(_image())

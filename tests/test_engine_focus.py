@@ -12,16 +12,16 @@ from backend.dfimat.encoder import Letterbox
 from backend.dfimat.model import build_tiny_checkpoint
 from backend.dfimat.prompt_tensors import KIND_BOX_TL, KIND_NEG_CLICK, KIND_POS_CLICK, build_prompt_tensors
 from backend.dfimat.prompts import Box, Click, PromptHistory, RoundPrompts, Scribble
-from backend.engine import Engine
-from backend.focus import (
+from backend.runtime.engine import Engine
+from backend.runtime.focus import (
     FOCUS_CACHE,
     RegionBox,
-    focus_enabled_default,
     full_to_region_grid,
     region_box,
     select_region,
     target_extent,
 )
+from backend.runtime.options import EngineOptions
 
 torch.set_num_threads(1)
 H, W = 400, 600
@@ -123,11 +123,11 @@ def test_region_selection_rules():
 
 def test_switch_from_env_and_load(weights, monkeypatch):
     monkeypatch.setenv("DFIMAT_FOCUS", "0")
-    assert focus_enabled_default() is False
-    assert Engine.load(device="cpu", weights=weights, runtime="torch").focus is False
-    assert Engine.load(device="cpu", weights=weights, runtime="torch", focus=True).focus is True
+    assert EngineOptions.from_env().focus is False
+    assert Engine.load(device="cpu", weights=weights, runtime="torch").options.focus is False
+    assert Engine.load(device="cpu", weights=weights, runtime="torch", focus=True).options.focus is True
     monkeypatch.setenv("DFIMAT_FOCUS", "1")
-    assert Engine.load(device="cpu", weights=weights, runtime="torch").focus is True
+    assert Engine.load(device="cpu", weights=weights, runtime="torch").options.focus is True
 
 
 # -- engine ------------------------------------------------------------------------------------------------------
@@ -170,7 +170,7 @@ def test_big_target_skips_the_focus_pass(engine, monkeypatch):
 
 
 def test_focus_off_is_the_old_engine(weights):
-    from backend.engine import _cut_to, box_support
+    from backend.runtime.engine import _cut_to, box_support
 
     # Marks hold is off too: the reference below rebuilds the networks' path only (tests/test_marks.py covers it).
     off = Engine.load(device="cpu", weights=weights, runtime="torch", focus=False, pose_prior=False,
@@ -247,7 +247,7 @@ def test_24_megapixel_focus_stays_bounded(engine, monkeypatch):
 
 # -- loose boxes --------------------------------------------------------------------------------------------------
 def test_tightened_box_shrinks_only_a_loose_box():
-    from backend.engine import tightened_box
+    from backend.runtime.engine import tightened_box
 
     lb = Letterbox(H, W, 384)  # 600 px wide -> 0.64 model px per image px; grid cell = 4 model px = 6.25 image px
     coarse = np.zeros((96, 96), np.float32)
@@ -267,7 +267,7 @@ def test_a_loose_box_asks_twice_and_the_session_keeps_the_users_box(engine, monk
     boxes = []
     original = engine._localise
     monkeypatch.setattr(engine, "_localise", lambda s, h, n, view=None: boxes.append(h.box) or original(s, h, n, view))
-    monkeypatch.setattr("backend.engine.tightened_box", lambda box, coarse, lb: Box(120.0, 130.0, 150.0, 210.0))
+    monkeypatch.setattr("backend.runtime.engine.tightened_box", lambda box, coarse, lb: Box(120.0, 130.0, 150.0, 210.0))
     sid = engine.open(_image())
     engine.predict(sid, {"box": [20.0, 20.0, 400.0, 380.0]})
     whole = [b for b in boxes if b is not None][:2]

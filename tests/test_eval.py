@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from backend.data import load_set
-from backend.eval import EvalConfig, evaluate, format_table, main
+from backend.eval.run import EvalConfig, evaluate, format_table, main
 
 H, W = 120, 160
 
@@ -165,7 +165,7 @@ def test_marks_obeyed_counts_the_marks_the_matte_puts_on_their_side(tmp_path):
 
 
 def test_dfimat_engine_plumbing_with_tiny_checkpoint(tmp_path):
-    engine_mod = pytest.importorskip("backend.engine")
+    engine_mod = pytest.importorskip("backend.runtime.engine")
     import torch
 
     from backend.dfimat.model import build_tiny_checkpoint
@@ -189,7 +189,7 @@ def test_empty_selection_reports_nothing_without_crashing(tmp_path):
     assert report["summary"]["box"]["n"] == 0 and report["summary"]["box"]["iou"] is None
     table = format_table(report)
     assert "n/a" in table
-    from backend.eval import write_plot
+    from backend.eval.run import write_plot
 
     assert write_plot(report, tmp_path / "empty.png").is_file()
 
@@ -222,7 +222,7 @@ def test_people_mode_scores_every_person_mattes(tmp_path, capsys):
 
 
 def test_by_size_splits_targets_by_their_share_of_the_image():
-    from backend.eval import SIZE_BINS, by_size, final_iou
+    from backend.eval.run import SIZE_BINS, by_size, final_iou
 
     recs = [{"area_frac": 0.01, "ious": [0.4, 0.6, 0.7, 0.8, 0.9, 0.95], "leak": 0.5},
             {"area_frac": 0.02, "ious": [0.6], "leak": 0.1},  # a run given fewer clicks keeps its last value

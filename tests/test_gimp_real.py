@@ -89,10 +89,10 @@ def pick_person() -> dict:
 
 
 def describe_person(person: dict) -> str:
-    """The first generated referring expression (`backend.refexpr`) that singles the test's person out."""
+    """The first generated referring expression (`backend.runtime.refexpr`) that singles the test's person out."""
     sys.path.insert(0, str(REPO))
     from backend.data import read_image
-    from backend.refexpr import expressions
+    from backend.runtime.refexpr import expressions
 
     inst = cv2.imread(str(DATA / "instances" / f"{person['id']}.png"), cv2.IMREAD_UNCHANGED)
     labels = [int(k) for k in np.unique(inst) if 0 < k < 255]

@@ -11,10 +11,10 @@ import torch
 
 from backend import data
 from backend.dfimat.text import TextEncoder
-from backend.engine import Engine, default_weights
-from backend.grounding import Candidate, describe, match
-from backend.people import PoseDetector, _overlap
-from backend.refexpr import expressions, reword
+from backend.runtime.engine import Engine, default_weights
+from backend.runtime.grounding import Candidate, describe, match
+from backend.runtime.people import PoseDetector, _overlap
+from backend.runtime.refexpr import expressions, reword
 
 torch.set_num_threads(1)
 PENNFUDAN = Path(__file__).resolve().parents[2] / "shared" / "data" / "pennfudan-sample"
@@ -161,11 +161,11 @@ def test_engine_text_only_round_selects_the_named_person():
     engine.predict(sid, {"clicks": [[10.0, 10.0, False]]})
     assert engine._sessions[sid].history.box is None
     engine.close(sid)
-    assert Engine.load(device="cpu", text_grounding=False).text_grounding is False
+    assert Engine.load(device="cpu", text_grounding=False).options.text_grounding is False
 
 
 def test_a_failing_or_missing_finder_leaves_the_text_round_to_the_iscn(tmp_path, monkeypatch):
-    import backend.people
+    import backend.runtime.people
     from backend.dfimat.model import build_tiny_checkpoint
 
     engine = Engine.load(device="cpu", weights=build_tiny_checkpoint(tmp_path / "tiny.pt"), text_grounding=True)
@@ -175,15 +175,15 @@ def test_a_failing_or_missing_finder_leaves_the_text_round_to_the_iscn(tmp_path,
         def find(self, image):
             raise ValueError("native finder error")
 
-    monkeypatch.setattr(backend.people, "pose_detector", lambda: Broken())
+    monkeypatch.setattr(backend.runtime.people, "pose_detector", lambda: Broken())
     sid = engine.open(image)
     alpha = engine.predict(sid, {"text": "the person on the left"})
-    assert alpha.shape == (60, 80) and engine._sessions[sid].candidates == [] and engine.text_grounding
+    assert alpha.shape == (60, 80) and engine._sessions[sid].candidates == [] and engine.options.text_grounding
 
     def missing():
         raise RuntimeError("listing every person needs mediapipe")
 
-    monkeypatch.setattr(backend.people, "pose_detector", missing)
+    monkeypatch.setattr(backend.runtime.people, "pose_detector", missing)
     other = engine.open(image)
     assert engine.predict(other, {"text": "the person on the left"}).shape == (60, 80)
-    assert engine.text_grounding is False  # said once in the log, then not tried again
+    assert engine.options.text_grounding is False  # said once in the log, then not tried again

@@ -1,5 +1,6 @@
-"""Real Krita round trips (marker ``krita``): the installed plug-in in Krita 5.1.5 (Debian 12 apt, kritarunner) and
-Krita 5.2.9 (Debian 13 root), the real backend, a real two-person photo.
+"""Real Krita round trips (marker ``krita``): the installed plug-in in Krita 5.1.5 (Debian 12 root) and Krita 5.2.9
+(Debian 13 root), both run with bubblewrap from the cached roots of tests/editors/sandbox.py (nothing is installed
+on the host), the real backend, the committed two-person fixture photo.
 
 Each run: selection around one person -> DFIMat Select (result as a mask on the layer) -> a "DFIMat -" paint layer
 -> Refine -> the added node is taken away (what Krita's undo does) and the document is compared with the original.
@@ -9,11 +10,10 @@ kritarunner exits 0 even when the script raises, so only the report the script w
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 import pytest
 
+from tests.editors import sandbox
 from tests.krita_harness import realtest
 
 pytestmark = pytest.mark.krita
@@ -37,41 +37,21 @@ def pykrita(tmp_path_factory):
     return root
 
 
-# Krita's embedded Python locates its standard library through the first `python3` on PATH; a pyenv or venv
-# interpreter there (pyenv's shim prepends its own bin folder) gives it a library without Debian's dist-packages,
-# so `import PyQt5` fails inside Krita. The system folders alone keep it on the distribution's Python.
-SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def host_env() -> dict[str, str]:
-    """This process's environment minus what would leak into Krita: the venv's PYTHONPATH, the QT_* paths that
-    importing opencv-python sets to its own bundled Qt (Krita then finds no platform plug-in), the mock tests'
-    DFIMAT_NO_REGISTER (the GUI runs need the real action and docker), and a PATH whose first python3 is not the
-    system's."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "DFIMAT_NO_REGISTER") and not k.startswith("QT_")}
-    env["PATH"] = SYSTEM_PATH
-    return env
-
-
 def _env(params, backend, pykrita, home):
     return {"QT_QPA_PLATFORM": "offscreen", "KTH_PARAMS": str(params), "DFIMAT_CONFIG": str(backend.config),
             "DFIMAT_NO_REGISTER": "1", "PYTHONPATH": f"{realtest.HARNESS}:{pykrita}", "HOME": str(home)}
 
 
 def test_krita_51_kritarunner_roundtrip(backend, pykrita, tmp_path):
-    reason = realtest.ensure_krita_51()
-    if reason:
-        pytest.skip(reason)
+    sandbox.require(sandbox.BOOKWORM)
     case = realtest.photo_case()
     out = tmp_path / "k51"
     params = realtest.write_params(out, case, split=True, text_only=realtest.text_for_person())
     home = realtest.CACHE / "krita51-home"  # a warmed HOME saves Krita's ~9 s first start
     home.mkdir(parents=True, exist_ok=True)
-    env = host_env()
-    env.update(_env(params, backend, pykrita, home))
-    run = subprocess.run(["kritarunner", "-s", "kr_roundtrip", "-f", "main"], env=env, capture_output=True,
-                         text=True, timeout=900)
+    binds = [realtest.HARNESS, pykrita, out, backend.config.parent, case.image.parent, home]
+    run = sandbox.BOOKWORM.run_in_root(["kritarunner", "-s", "kr_roundtrip", "-f", "main"], binds=binds,
+                                       env=_env(params, backend, pykrita, home), timeout=900)
     assert (out / "report.json").is_file(), f"no report (rc {run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     numbers = realtest.check_roundtrip(out, case, backend.real_weights)
     # Krita 5.1 has no scripting call for a working transparency mask: without a window the plug-in falls back to a
@@ -84,19 +64,14 @@ def test_krita_51_kritarunner_roundtrip(backend, pykrita, tmp_path):
 
 
 def test_krita_52_kritarunner_roundtrip(backend, pykrita, tmp_path):
-    from tests.editors import debian13
-
-    reason = debian13.skip_reason()
-    if reason:
-        pytest.skip(f"Krita 5.2 needs the Debian 13 root: {reason}")
-    debian13.ensure_root()
+    sandbox.require(sandbox.TRIXIE)
     case = realtest.photo_case()
     out = tmp_path / "k52"
     params = realtest.write_params(out, case, text_only=realtest.text_for_person())
     binds = [realtest.HARNESS, pykrita, out, backend.config.parent, case.image.parent]
     env = _env(params, backend, pykrita, "/tmp/home")
-    run = debian13.run_in_root(["kritarunner", "-s", "kr_roundtrip", "-f", "main"], binds=binds, env=env,
-                               timeout=900)
+    run = sandbox.TRIXIE.run_in_root(["kritarunner", "-s", "kr_roundtrip", "-f", "main"], binds=binds, env=env,
+                                     timeout=900)
     assert (out / "report.json").is_file(), f"no report (rc {run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     numbers = realtest.check_roundtrip(out, case, backend.real_weights)
     assert numbers["krita"].startswith("5.2") and numbers["mask_type"] == "transparencymask"
@@ -107,7 +82,6 @@ def test_krita_52_kritarunner_roundtrip(backend, pykrita, tmp_path):
 # waited on the GUI thread would stall Krita for at least that long. Krita's own first paint of a new view shares the
 # loop and took up to ~1 s on a loaded 2-core machine, hence the margin.
 GUI_STALL_MAX_S = 2.0
-XVFB = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24"]
 
 
 def _check_gui(out, case, backend, version, run):
@@ -137,36 +111,23 @@ def _check_gui(out, case, backend, version, run):
     return numbers
 
 
-def test_krita_51_gui_action_docker_and_undo(backend, tmp_path):
-    reason = realtest.ensure_krita_51()
-    if reason:
-        pytest.skip(reason)
+def _gui_run(root: sandbox.DebianRoot, backend, tmp_path, version: str) -> None:
+    sandbox.require(root)
     case = realtest.photo_case()
-    out = tmp_path / "g51"
-    params = realtest.write_params(out, case, shapes_svg=realtest.SHAPES_SVG)
-    home = tmp_path / "home"
-    realtest.prepare_gui_home(home)
-    env = host_env()
-    env.update(realtest.gui_env(home, params, backend.config, out / "kth.json"))
-    run = subprocess.run([*XVFB, "timeout", "900", "krita", "--nosplash"], env=env, capture_output=True, text=True,
-                         timeout=960)
-    _check_gui(out, case, backend, "5.1", run)
-
-
-def test_krita_52_gui_action_docker_and_undo(backend, tmp_path):
-    from tests.editors import debian13
-
-    reason = debian13.skip_reason()
-    if reason:
-        pytest.skip(f"Krita 5.2 needs the Debian 13 root: {reason}")
-    debian13.ensure_root()
-    case = realtest.photo_case()
-    out = tmp_path / "g52"
+    out = tmp_path / f"gui-{version}"
     params = realtest.write_params(out, case, shapes_svg=realtest.SHAPES_SVG)
     home = tmp_path / "home"
     realtest.prepare_gui_home(home)
     env = realtest.gui_env(home, params, backend.config, out / "kth.json")
     binds = [realtest.HARNESS, home, out, backend.config.parent, case.image.parent]
-    run = debian13.run_in_root([*debian13.xvfb_run(), "timeout", "900", "krita", "--nosplash"], binds=binds, env=env,
-                               timeout=960)
-    _check_gui(out, case, backend, "5.2", run)
+    run = root.run_in_root([*sandbox.xvfb_run(), "timeout", "900", "krita", "--nosplash"], binds=binds, env=env,
+                           timeout=960)
+    _check_gui(out, case, backend, version, run)
+
+
+def test_krita_51_gui_action_docker_and_undo(backend, tmp_path):
+    _gui_run(sandbox.BOOKWORM, backend, tmp_path, "5.1")
+
+
+def test_krita_52_gui_action_docker_and_undo(backend, tmp_path):
+    _gui_run(sandbox.TRIXIE, backend, tmp_path, "5.2")

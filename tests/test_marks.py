@@ -1,4 +1,4 @@
-"""Marks hold: every click and stroke ends up on its side of the returned matte (`backend.marks`), sized by where
+"""Marks hold: every click and stroke ends up on its side of the returned matte (`backend.runtime.marks`), sized by where
 the coarse mask already agrees; and the engine applies it. Accuracy effect: MODEL_CARD.md ("Marks hold")."""
 
 import numpy as np
@@ -7,8 +7,14 @@ import torch
 
 from backend.dfimat.model import build_tiny_checkpoint
 from backend.dfimat.prompts import Click, PromptHistory, RoundPrompts, Scribble
-from backend.engine import Engine
-from backend.marks import MAX_RADIUS_CELLS, MIN_RADIUS_CELLS, click_radius, drop_unmarked_parts, keep_marks
+from backend.runtime.engine import Engine
+from backend.runtime.marks import (
+    MAX_RADIUS_CELLS,
+    MIN_RADIUS_CELLS,
+    click_radius,
+    drop_unmarked_parts,
+    keep_marks,
+)
 
 torch.set_num_threads(1)
 
@@ -115,10 +121,10 @@ def test_the_engine_keeps_every_mark_of_the_session(weights, monkeypatch, focus)
 
 def test_switch_from_env_and_load(weights, monkeypatch):
     monkeypatch.setenv("DFIMAT_KEEP_MARKS", "0")
-    assert not Engine.load(device="cpu", weights=weights, runtime="torch").keep_marks
+    assert not Engine.load(device="cpu", weights=weights, runtime="torch").options.keep_marks
     monkeypatch.setenv("DFIMAT_KEEP_MARKS", "1")
-    assert Engine.load(device="cpu", weights=weights, runtime="torch").keep_marks
-    assert not Engine.load(device="cpu", weights=weights, runtime="torch", keep_marks=False).keep_marks
+    assert Engine.load(device="cpu", weights=weights, runtime="torch").options.keep_marks
+    assert not Engine.load(device="cpu", weights=weights, runtime="torch", keep_marks=False).options.keep_marks
 
 
 def test_the_engine_drops_unmarked_parts_unless_a_box_bounds_the_person(weights, monkeypatch):

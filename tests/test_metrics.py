@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from backend.metrics import (
+from backend.eval.metrics import (
     VS_BINARY_NOTE,
     _gauss_grad_kernels,
     boundary_f,
@@ -153,7 +153,7 @@ def test_bundles_are_flagged_and_bad_input():
 def test_grad_matches_scipy_nearest_convolution():
     from scipy import ndimage
 
-    from backend.metrics import _grad_mag
+    from backend.eval.metrics import _grad_mag
 
     rng = np.random.default_rng(1)
     image = rng.random((25, 31))

@@ -41,7 +41,7 @@ def test_pad_points_rejects_too_many():
 
 
 def test_engine_onnx_runtime_agrees_with_torch(exported, tmp_path, monkeypatch):
-    from backend.engine import Engine
+    from backend.runtime.engine import Engine
 
     _, _, weights = exported
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
@@ -61,7 +61,7 @@ def test_shipped_graphs_are_used_only_for_the_weights_they_were_made_from(export
     import shutil
 
     from backend.dfimat.onnx_export import main
-    from backend.engine import Engine, shipped_onnx
+    from backend.runtime.engine import Engine, shipped_onnx
 
     _, _, weights = exported
     monkeypatch.delenv("DFIMAT_RUNTIME", raising=False)

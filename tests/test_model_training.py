@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from backend.train_cache import IGNORE, _collage
-from backend.train_mrn import _crop_box, degrade, label_consistent
+from backend.train.cache import IGNORE, _collage
+from backend.train.mrn import _crop_box, degrade, label_consistent
 
 
 def test_label_consistent_alpha_keeps_the_labelled_edge_and_the_soft_values():
@@ -63,8 +63,8 @@ def _crops(n: int = 3, side: int = 64) -> dict:
 
 
 def test_mrn_batches_join_the_pose_prior_and_shrink_whole_batches():
-    from backend.pose_prior import join_prior
-    from backend.train_mrn import _batch
+    from backend.runtime.pose_prior import join_prior
+    from backend.train.mrn import _batch
 
     crops = _crops()
     coarse = np.full((3, 64, 64), 0.5, np.float16)
@@ -88,7 +88,7 @@ def test_mrn_batches_join_the_pose_prior_and_shrink_whole_batches():
 
 def test_mrn_crops_take_every_target_of_a_composite_and_keep_neighbours_as_background(tmp_path):
     from backend.data import load_set
-    from backend.train_mrn import open_crops, prepare
+    from backend.train.mrn import open_crops, prepare
     from tests.test_data import make_set
 
     labels = np.zeros((120, 160), np.uint8)

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from backend import data
-from backend.engine import Engine, default_weights
+from backend.runtime.engine import Engine, default_weights
 
 torch.set_num_threads(1)
 PENNFUDAN = Path(__file__).resolve().parents[2] / "shared" / "data" / "pennfudan-sample"

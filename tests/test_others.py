@@ -1,15 +1,15 @@
-"""Other people out of a box's matte (`backend.others`): the rule on hand-made masks, and that the engine applies it
+"""Other people out of a box's matte (`backend.runtime.others`): the rule on hand-made masks, and that the engine applies it
 only while the prompts are a box alone. The accuracy effect is measured in MODEL_CARD.md ("Other people out")."""
 
 import numpy as np
 import pytest
 import torch
 
-import backend.people
+import backend.runtime.people
 from backend.dfimat.model import build_tiny_checkpoint
-from backend.engine import Engine
-from backend.others import TARGET_GROW_PX, FoundPerson, marked, others_mask, take_out_others
-from backend.people import Found
+from backend.runtime.engine import Engine
+from backend.runtime.others import TARGET_GROW_PX, FoundPerson, marked, others_mask, take_out_others
+from backend.runtime.people import Found
 
 torch.set_num_threads(1)
 H, W = 100, 160
@@ -32,7 +32,7 @@ def test_found_person_keeps_its_mask_cropped_and_pastes_it_back():
 
 
 def test_overlap_within_the_rectangles_counts_as_the_finder_does():
-    from backend.people import _overlap
+    from backend.runtime.people import _overlap
 
     finds = [LEFT, RIGHT, _person(20, 10, 60, 60), _person(50, 50, 80, 95), _person(120, 0, 130, 5)]
     for a in finds:
@@ -116,7 +116,7 @@ def engine(tmp_path, monkeypatch):
 
 def test_engine_takes_others_out_of_box_sessions_unless_a_mark_asks_for_them(engine, monkeypatch):
     finder = _Finder()
-    monkeypatch.setattr(backend.people, "pose_detector", lambda: finder)
+    monkeypatch.setattr(backend.runtime.people, "pose_detector", lambda: finder)
     image = np.random.default_rng(1).integers(0, 256, (H, W, 3), dtype=np.uint8)
     sid = engine.open(image)
     alpha = engine.predict(sid, {"box": [10.0, 5.0, 120.0, 95.0]})
@@ -135,18 +135,18 @@ def test_engine_takes_others_out_of_box_sessions_unless_a_mark_asks_for_them(eng
         other = engine.open(image)
         assert engine.predict(other, prompts)[50, 85] == 1.0
     off = engine.open(image)
-    engine.take_out_others = False
+    engine.options = engine.options.with_overrides(take_out_others=False)
     assert engine.predict(off, {"box": [10.0, 5.0, 120.0, 95.0]})[50, 85] == 1.0
 
 
 def test_a_text_round_after_a_box_round_runs_the_whole_finder(engine, monkeypatch):
     finder = _Finder()
-    monkeypatch.setattr(backend.people, "pose_detector", lambda: finder)
+    monkeypatch.setattr(backend.runtime.people, "pose_detector", lambda: finder)
     sid = engine.open(np.zeros((H, W, 3), np.uint8))
     engine.predict(sid, {"box": [10.0, 5.0, 120.0, 95.0]})
     engine.reset(sid)
     engine.predict(sid, {"text": "the person on the left"})
-    assert finder.calls == [{"tiles": False, "faces": False}, {}]
+    assert finder.calls == [{"tiles": False, "faces": False}, {"tiles": True, "faces": True}]
     assert len(engine._sessions[sid].candidates) == 2 and len(engine._sessions[sid].found) == 2
 
 
@@ -154,15 +154,15 @@ def test_without_mediapipe_the_box_round_is_the_networks_answer(engine, monkeypa
     def missing():
         raise RuntimeError("listing every person needs mediapipe")
 
-    monkeypatch.setattr(backend.people, "pose_detector", missing)
+    monkeypatch.setattr(backend.runtime.people, "pose_detector", missing)
     image = np.zeros((H, W, 3), np.uint8)
     alpha = engine.predict(engine.open(image), {"box": [10.0, 5.0, 120.0, 95.0]})
-    assert alpha[50, 85] == 1.0 and engine.take_out_others is False
+    assert alpha[50, 85] == 1.0 and engine.options.take_out_others is False
 
 
 def test_the_switch_follows_the_environment(tmp_path, monkeypatch):
     weights = build_tiny_checkpoint(tmp_path / "tiny.pt")
     monkeypatch.setenv("DFIMAT_TAKE_OUT_OTHERS", "0")
-    assert Engine.load(device="cpu", weights=weights, runtime="torch").take_out_others is False
+    assert Engine.load(device="cpu", weights=weights, runtime="torch").options.take_out_others is False
     monkeypatch.delenv("DFIMAT_TAKE_OUT_OTHERS")
-    assert Engine.load(device="cpu", weights=weights, runtime="torch").take_out_others is True
+    assert Engine.load(device="cpu", weights=weights, runtime="torch").options.take_out_others is True

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from backend.pseudo_alpha import default_band, pseudo_alpha, trimap_from_mask
+from backend.train.pseudo_alpha import default_band, pseudo_alpha, trimap_from_mask
 
 
 def soft_disc(size=320, radius=100, blur=4.0):

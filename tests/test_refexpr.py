@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from backend.refexpr import colour_name, expressions
+from backend.runtime.refexpr import colour_name, expressions
 
 H, W = 200, 300
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 import zmq
 
-from backend.server import Server
+from backend.serving.server import Server
 from dfimat_client import protocol as P
 
 TOKEN = "t0k3n-for-tests"
@@ -27,7 +27,7 @@ def tiny_engine(tmp_dir: Path) -> Any:
     """The real Engine on a random-initialised tiny checkpoint (plumbing only, no accuracy)."""
     torch.set_num_threads(1)
     from backend.dfimat.model import build_tiny_checkpoint
-    from backend.engine import Engine
+    from backend.runtime.engine import Engine
 
     weights = build_tiny_checkpoint(tmp_dir / "tiny.pt")
     return Engine.load(device="cpu", weights=weights)

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backend.server import Server
+from backend.serving.server import Server
 from dfimat_client import protocol as P
 from tests.test_server_fixtures import TOKEN, RawPeer, engine, rgb_image, running_server  # noqa: F401
 

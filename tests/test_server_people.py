@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from backend.people import PoseDetector, matte_people
+from backend.runtime.people import PoseDetector, matte_people
 from dfimat_client import Client
 from tests.test_server_fixtures import REPO, TOKEN, engine, rgb_image, running_server  # noqa: F401
 

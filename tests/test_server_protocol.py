@@ -9,7 +9,13 @@ import time
 import pytest
 import zmq
 
-from backend.server import MAX_FRAME_BYTES, EndpointError, Server, check_endpoint, is_loopback_endpoint
+from backend.serving.server import (
+    MAX_FRAME_BYTES,
+    EndpointError,
+    Server,
+    check_endpoint,
+    is_loopback_endpoint,
+)
 from dfimat_client import protocol as P
 from tests.test_server_fixtures import TOKEN, RawPeer, engine, rgb_image, running_server, server  # noqa: F401
 
@@ -56,6 +62,8 @@ def test_predict_returns_a_cropped_uint8_alpha(peer):
     assert 0 <= r["x"] and r["x"] + r["w"] <= W and 0 <= r["y"] and r["y"] + r["h"] <= H
     full = peer.call("predict", {"session": sid, "prompts": {"clicks": [[10, 10, True]]}, "crop": False})
     assert (full.result["w"], full.result["h"]) == (W, H) and len(full.buffers[0]) == W * H
+    # Each reply names the engine's rules that shaped it: a box bounds its matte, marks hold.
+    assert "box_support" in r["rules"] and "keep_marks" in full.result["rules"]
 
 
 def test_wrong_token_gets_auth_error_and_no_work(peer, server):  # noqa: F811
@@ -314,7 +322,7 @@ def test_ipc_endpoint_is_private_and_removed_on_stop(engine, tmp_path):  # noqa:
 def test_alpha_encoding_rounds_clips_and_crops():
     import numpy as np
 
-    from backend.server import alpha_to_uint8, crop_box, encode_alpha
+    from backend.serving.server import alpha_to_uint8, crop_box, encode_alpha
 
     a = np.zeros((6, 8), np.float32)
     a[2:4, 3:7] = [[0.5, 1.0, 1.5, np.nan], [-1.0, 0.2, 1.0, 1.0]]

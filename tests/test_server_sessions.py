@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.sessions import SessionStore
+from backend.serving.sessions import SessionStore
 from dfimat_client import Client
 from dfimat_client import protocol as P
 from tests.test_server_fixtures import TOKEN, engine, rgb_image, rss_bytes, running_server  # noqa: F401

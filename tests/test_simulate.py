@@ -3,8 +3,7 @@ import time
 import numpy as np
 import pytest
 
-from backend.dfimat.prompts import Box, RoundPrompts
-from backend.simulate import (
+from backend.data.simulate import (
     CLICKS_PER_ROUND,
     SCRIBBLES_PER_ROUND,
     SimulationError,
@@ -17,6 +16,7 @@ from backend.simulate import (
     simulate_first_round,
     simulate_next_round,
 )
+from backend.dfimat.prompts import Box, RoundPrompts
 
 
 def rng(seed=0):
@@ -172,7 +172,7 @@ def test_fast_on_one_megapixel():
 
 
 def test_training_loose_box_only_grows_and_stays_in_the_image():
-    from backend.train_iscn import LOOSE_BOX_MAX, loose_box
+    from backend.train.iscn import LOOSE_BOX_MAX, loose_box
 
     rng = np.random.default_rng(1)
     tight = Box(100.0, 50.0, 200.0, 250.0)

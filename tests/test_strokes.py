@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from backend.strokes import mask_to_prompts
+from backend.serving.strokes import mask_to_prompts
 
 
 def test_horizontal_stroke_becomes_one_scribble_with_its_width():

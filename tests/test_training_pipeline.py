@@ -71,7 +71,7 @@ def test_mosaic_cache_and_loose_box_training_run(runs):
     out = train("cache", "--data", DATA, "--synth", runs / "no-synth", "--limit", 4, "--collages", 0,
                 "--mosaics", 2, "--mosaics-only", "--out", runs / "mosaic")
     assert "cache 2/2" in out  # the 4 photos only feed the 2 mosaics
-    from backend.train_cache import open_cache
+    from backend.train.cache import open_cache
 
     cache = open_cache(runs / "mosaic")
     assert [e["set"] for e in cache["meta"]["entries"]] == ["mosaic", "mosaic"]
@@ -84,7 +84,7 @@ def test_mosaic_cache_and_loose_box_training_run(runs):
 
 
 def test_mrn_and_assemble_give_a_checkpoint_the_engine_runs(runs):
-    from backend.engine import Engine
+    from backend.runtime.engine import Engine
 
     train("mrn", "--data", DATA, "--iscn", runs / "iscn" / "dfimat-s-iscn.pt", "--iscn-cache", runs / "cache",
           "--crops", runs / "crops", "--limit", 2, "--steps", 2, "--batch", 2, "--out", runs / "mrn")
@@ -142,7 +142,7 @@ def test_training_refuses_the_held_out_sets(tmp_path):
 
 def test_selector_stage_keeps_the_networks_and_adds_a_selector(runs):
     from backend.dfimat.model import load_checkpoint
-    from backend.engine import Engine
+    from backend.runtime.engine import Engine
 
     init = REPO / "models" / "dfimat-s" / "dfimat-s.pt"
     out = runs / "selector"

@@ -47,7 +47,7 @@ class DFIMatS(nn.Module):
         self.backbone = load_backbone()
         self.iscn = ISCN(c.dim, c.mask_dim, c.num_queries, c.num_memory, c.num_layers, c.heads)
         self.mrn = MRN(c.mrn_width)
-        # Optional, trained last (backend.train_selector); None = the concept classifier picks the query.
+        # Optional, trained last (backend.train.selector); None = the concept classifier picks the query.
         self.selector: QuerySelector | None = None
 
     def __hash__(self) -> int:  # nn.Module hooks need hashable modules; dataclass eq would remove it

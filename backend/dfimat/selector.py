@@ -6,7 +6,7 @@ average clearly worse than the best of the eight (see the model card). The selec
 scorer added after the decoder: per query it looks at the concept logit and at how the query's mask agrees with
 this round's prompts (covers the positive marks, avoids the negative ones, stays in the box, fills it, agrees with the
 previous prediction), and a tiny MLP turns those numbers into a score. It is trained on the frozen ISCN's own
-outputs (`backend.train_selector`) and runs in torch after either runtime, so the exported ISCN graphs stay as
+outputs (`backend.train.selector`) and runs in torch after either runtime, so the exported ISCN graphs stay as
 they are. A checkpoint without a selector falls back to the concept classifier.
 """
 

@@ -8,7 +8,7 @@ the composites and the real multi-person sets.
 
 ``python -m backend.synth.mosaic --out DIR [--data SETS...] [--count N] [--size PX] [--seed S]`` writes a folder in
 the ``../shared/data`` layout (instance masks) from the validation split (`backend.data.split`) of the given sets.
-The ISCN's training cache uses `mosaic` too (`backend.train_cache`, ``cache --mosaics``), on training photos.
+The ISCN's training cache uses `mosaic` too (`backend.train.cache`, ``cache --mosaics``), on training photos.
 """
 
 from __future__ import annotations

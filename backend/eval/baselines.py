@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 
 from backend.dfimat.prompts import PromptHistory, RoundPrompts
-from backend.marks import points
-from backend.pose_prior import PoseOnCrop, Rect, box_pixels, pose_mask
+from backend.runtime.marks import points
+from backend.runtime.pose_prior import PoseOnCrop, Rect, box_pixels, pose_mask
 
 __all__ = [
     "UnsupportedPrompt",
@@ -187,7 +187,7 @@ class GrabCutBaseline(_SessionMethod):
 
 class MediaPipeBaseline(_SessionMethod):
     """MediaPipe pose segmentation on a per-person crop (box + 15 % padding, or crops placed around clicks;
-    `backend.pose_prior`)."""
+    `backend.runtime.pose_prior`)."""
 
     name = "mediapipe"
 

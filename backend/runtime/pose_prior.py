@@ -3,7 +3,7 @@
 Crops (offline-models.md §2): the box + 15 % padding; around each of the first two positive points, crops of
 several heights with the point at several heights in them. Of the masks found, the one that agrees with most of the
 positive and negative points wins. The same recipe is the MediaPipe baseline of the evaluation
-(`backend.baselines.MediaPipeBaseline`) and the engine's first-round prior (`backend.engine`), which joins the
+(`backend.eval.baselines.MediaPipeBaseline`) and the engine's first-round prior (`backend.runtime.engine`), which joins the
 ISCN's mask through `join_prior`.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from backend.dfimat.encoder import Letterbox, sample_rect
 from backend.dfimat.prompts import Box, RoundPrompts
-from backend.marks import agreeing, pixel, points
+from backend.runtime.marks import agreeing, pixel, points
 
 Rect = tuple[int, int, int, int]
 
@@ -176,7 +176,7 @@ def mix_prior(grid: np.ndarray, prior: tuple[np.ndarray, float], lb: Letterbox) 
 
 def join_prior(own: np.ndarray, prior: np.ndarray) -> np.ndarray:
     """The ISCN's probability and the pose prior's as added log-odds (`PRIOR_WEIGHT`); MRN training joins them the
-    same way (`backend.train_mrn`)."""
+    same way (`backend.train.mrn`)."""
     return (1.0 / (1.0 + np.exp(-(_logit(own) + PRIOR_WEIGHT * _logit(prior))))).astype(np.float32)
 
 

@@ -29,8 +29,8 @@ import numpy as np
 import zmq
 
 from backend import __version__
-from backend.sessions import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_SESSIONS, Session, SessionStore
-from backend.strokes import mask_to_prompts
+from backend.serving.sessions import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_SESSIONS, Session, SessionStore
+from backend.serving.strokes import mask_to_prompts
 from dfimat_client import protocol as P
 
 log = logging.getLogger("dfimat.server")
@@ -469,6 +469,13 @@ class Server:
         prompts = self._prompts(args.get("prompts"), buffers, s.width, s.height)
         alpha = self.engine.predict(s.engine_sid, prompts)
         meta, out = encode_alpha(alpha, s.width, s.height, crop=args.get("crop", True) is not False)
+        rules = getattr(self.engine, "rules", None)
+        if callable(rules):
+            # Which of the engine's rules shaped this answer: in the reply for clients that show it, and in the
+            # log of a backend started with -v.
+            rounds = rules(s.engine_sid)
+            meta["rules"] = fired = list(rounds[-1]) if rounds else []
+            log.info("predict %s round %d: rules %s", s.sid, len(rounds), ", ".join(fired) or "none")
         return meta, out
 
     def _m_reset(self, args: dict, buffers: list, job: Job, progress: Callable) -> tuple[dict, list]:
@@ -547,7 +554,7 @@ class Server:
 
     def _matte_item(self, buf: Any, geom: tuple[int, int, int], prompts: dict, every: bool,
                     cancel: threading.Event) -> list[tuple[list[float] | None, np.ndarray]]:
-        from backend.people import matte_people
+        from backend.runtime.people import matte_people
 
         image = image_from_buffer(buf, *geom)
         return matte_people(self.engine, image, prompts, every_person=every, detector=self._people, cancel=cancel)
@@ -634,7 +641,7 @@ def _optional_str(args: dict, name: str, limit: int) -> str | None:
 
 def _engine_error_code(exc: BaseException) -> str:
     try:
-        from backend.engine import ImageError, SessionError
+        from backend.runtime.engine import ImageError, SessionError
     except ImportError:
         return P.E_INTERNAL
     if isinstance(exc, SessionError):

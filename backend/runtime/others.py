@@ -1,7 +1,7 @@
 """Other people out of a box's matte: the people the finder found, except the one the matte is, are background.
 
 Why: a user's rectangle is looser than the tight boxes the ISCN learned from and takes in neighbours; the ISCN then
-spills onto them. The finder (`backend.people.PoseDetector.find`; its whole-frame passes suffice here) separates
+spills onto them. The finder (`backend.runtime.people.PoseDetector.find`; its whole-frame passes suffice here) separates
 people the ISCN merges, so once the matte agrees with one find, the other finds are someone else. Measured with the
 committed weights (MODEL_CARD.md, "Other people out of a box's matte"): held-out one box 15 % looser 0.682 -> 0.686,
 tight 0.737 -> 0.737.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from backend.people import DUPLICATE_OVERLAP
+from backend.runtime.people import DUPLICATE_OVERLAP
 
 # The matte must match one find this well (IoU of alpha > 0.5) before the other finds count as other people: below
 # it the matte may be a person the finder missed, and the finds near it could be that person's parts.
@@ -54,7 +54,7 @@ class FoundPerson:
         return inter / union if union else 0.0
 
     def overlap(self, other: FoundPerson) -> float:
-        """Intersection over the smaller find's area, as `backend.people._overlap` counts it, but within the two
+        """Intersection over the smaller find's area, as `backend.runtime.people._overlap` counts it, but within the two
         rectangles' intersection."""
         (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = self.rect, other.rect
         x0, y0, x1, y1 = max(ax0, bx0), max(ay0, by0), min(ax1, bx1), min(ay1, by1)

@@ -4,7 +4,7 @@ mediapipe's whole-frame pose detector returns one person per call, so people are
 paint the found person out of the picture, detect again (offline-models.md §2, "List everyone"); then again in
 corner crops, and on body-shaped crops below faces the face detector finds and no find covers yet. The boxes
 then prompt the DFIMat engine, which does the actual matting. `PoseDetector.find` also returns each person's
-mask, which text grounding (`backend.grounding`) describes in words.
+mask, which text grounding (`backend.runtime.grounding`) describes in words.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from backend.envflag import env_flag
-from backend.pose_prior import MIN_CROP, PoseOnCrop
+from backend.runtime.pose_prior import MIN_CROP, PoseOnCrop
 
 MAX_PEOPLE = 12
 DETECT_MAX_SIDE = 1280  # mediapipe works at 256 px inside; a bigger input only costs time
@@ -29,17 +28,6 @@ MIN_MASK_FRACTION = 0.002  # a "person" smaller than this share of the image is 
 BOX_PADDING = 0.0
 DUPLICATE_OVERLAP = 0.5  # of the smaller mask: two finds overlapping this much are one person
 TILE_FRACTION = 0.6  # corner crops for small people: 60 % of each side, so any person up to 20 % wide fits one whole
-# Corner crops on by default ($DFIMAT_FINDER_TILES=0 turns them off). Held-out photos: the every-person split finds
-# 52 % instead of 48 % of the people (IoU >= 0.5; mean best IoU 0.412 -> 0.441) and text grounding picks the right
-# person for 50 % instead of 46 % of the expressions (56 -> 60 % on the validation composites), both measured with 5 % box
-# padding; ~2x finder time.
-TILES_DEFAULT = True
-
-# Face-seeded crops on by default ($DFIMAT_FINDER_FACES=0 turns them off): mediapipe's full-range face detector finds
-# people the pose detector misses in a crowd, and the pose model then segments a body-shaped crop hung from each such
-# face. Finder alone on the realistic-v3 validation composites: 72.4 -> 78.5 % of the people found (MODEL_CARD.md,
-# "Face-seeded finds").
-FACES_DEFAULT = True
 FACE_CROP_WIDTH = 5.0  # face widths: shoulders and arms
 FACE_CROP_ABOVE = 0.7  # face heights above the face box: hair
 FACE_CROP_BELOW = 8.0  # face heights below the face box's top: a standing body is ~7.5 heads tall
@@ -84,20 +72,16 @@ class PoseDetector:
     def __call__(self, image: np.ndarray) -> list[list[float]]:
         return [box for box, _ in self.find(image).people]
 
-    def find(self, image: np.ndarray, tiles: bool | None = None, faces: bool | None = None) -> Found:
+    def find(self, image: np.ndarray, tiles: bool = True, faces: bool = True) -> Found:
         """Everyone found in ``image``: boxes in image pixels, masks on a copy downscaled to <= DETECT_MAX_SIDE.
 
         ``tiles``: also look in the four overlapping corner crops (`TILE_FRACTION` of each side), where small
         people are big enough for mediapipe's 256 px input; a find that touches a crop's inner edge is cut off there
-        and dropped (another crop or the whole image holds the person whole). About twice the time. None:
-        $DFIMAT_FINDER_TILES, else `TILES_DEFAULT`.
+        and dropped (another crop or the whole image holds the person whole). About twice the time
+        (`EngineOptions.finder_tiles`).
 
-        ``faces``: also segment a body-shaped crop below every detected face no find covers yet (`FACES_DEFAULT`,
-        $DFIMAT_FINDER_FACES); about 10 % more time."""
-        if tiles is None:
-            tiles = env_flag("DFIMAT_FINDER_TILES", TILES_DEFAULT)
-        if faces is None:
-            faces = env_flag("DFIMAT_FINDER_FACES", FACES_DEFAULT)
+        ``faces``: also segment a body-shaped crop below every detected face no find covers yet
+        (`EngineOptions.finder_faces`); about 10 % more time."""
         height, width = image.shape[:2]
         scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
         small = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA) \

@@ -3,7 +3,7 @@
 The whole-image pass sees the photo letterboxed to S px, so a person covering a tenth of a 4000 px photo gets only a
 few cells of the S/4 mask grid. The focus pass crops the original image around the target (user box and positive marks;
 the coarse mask when there is no box), letterboxes that crop to the same S px square and runs the ISCN again there. This module holds
-the pure geometry; `backend.engine` does the running and caching.
+the pure geometry; `backend.runtime.engine` does the running and caching.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from backend.dfimat.encoder import Letterbox
-from backend.envflag import env_flag
 
 # Margin around the target's extent, as a fraction of its longer side on each side: the ISCN was trained on whole
 # photos where the person has context around them, and the MRN adds its own 15 % on top.
@@ -24,16 +23,8 @@ FOCUS_MAX_FRACTION = 0.7
 # between rounds give the same region and the cached crop encoding is reused.
 FOCUS_SNAP = 1 / 32
 PROB_THRESHOLD = 0.5
-# On: one-box IoU on the held-out photos 0.655 -> 0.675 with right person 95 -> 96 % (MODEL_CARD.md, held-out table).
-# $DFIMAT_FOCUS or Engine.load(focus=...) override it.
-FOCUS_DEFAULT = True
 # Crop encodings kept per session: ~1.7 MB each at S = 384, and rounds on one target reuse the same region.
 FOCUS_CACHE = 4
-
-
-def focus_enabled_default() -> bool:
-    """$DFIMAT_FOCUS ("0"/"false"/"off" disables, "1"/"true"/"on" enables), else `FOCUS_DEFAULT`."""
-    return env_flag("DFIMAT_FOCUS", FOCUS_DEFAULT)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Per step, for every sample: pick a target person and a mode (box / clicks / scribbles / text / mixed; "all-people"
 photos only ever get a box, since their one label is everyone), simulate round 1 from the ground truth
-(`backend.simulate`), run 0-2 rounds without gradients whose corrective clicks/scribbles go to the most significant
+(`backend.data.simulate`), run 0-2 rounds without gradients whose corrective clicks/scribbles go to the most significant
 error of the model's own prediction (the CRM sees the previous prediction), then one round with gradients (Eq. 6).
 Everything happens in the 384 px letterboxed model square.
 """
@@ -26,7 +26,8 @@ from backend.dfimat.model import DFIMatConfig, DFIMatS, count_parameters, load_c
 from backend.dfimat.prompt_tensors import build_prompt_tensors, collate
 from backend.dfimat.prompts import Box, PromptHistory, RoundPrompts
 from backend.dfimat.selector import QuerySelector, select_mask
-from backend.train_cache import IGNORE, open_cache
+from backend.train.cache import IGNORE, open_cache
+from backend.train.runs import DEFAULT_CACHE, REPO, add_run_arguments, start_run
 
 MODES = ("box", "clicks", "scribbles", "text", "mixed")
 MODE_WEIGHTS = (0.25, 0.3, 0.15, 0.1, 0.2)
@@ -42,9 +43,9 @@ def compute_texts(cache_dir: Path, cache: dict, log) -> list[list[list[str]]]:
     if path.is_file():
         return json.loads(path.read_text())
     try:
-        from backend.refexpr import expressions
+        from backend.runtime.refexpr import expressions
     except ImportError:
-        log("backend.refexpr not available: text mode disabled for this run")
+        log("backend.runtime.refexpr not available: text mode disabled for this run")
         return [[] for _ in cache["meta"]["entries"]]
     out: list[list[list[str]]] = []
     t0 = time.time()
@@ -94,7 +95,7 @@ class Sampler:
         text = str(rng.choice(exprs)) if exprs else None
         if mode == "text" and text is None:
             mode = "box"
-        from backend import simulate
+        from backend.data import simulate
 
         if mode == "clicks":
             first = RoundPrompts(clicks=tuple(simulate.first_clicks(gt, int(rng.integers(1, 4)), rng)))
@@ -110,7 +111,7 @@ class Sampler:
         return {"cache": c, "row": r, "gt": gt, "ignore": ignore, "mode": mode, "history": history, "last": first}
 
     def next_round(self, sample: dict, pred: np.ndarray) -> None:
-        from backend import simulate
+        from backend.data import simulate
 
         rng = self.rng
         kind = "clicks" if rng.random() < 0.6 else "scribbles"
@@ -166,7 +167,6 @@ def iou(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def train_iscn(args: argparse.Namespace) -> int:
-    from backend.train import start_run
 
     out, rng, log = start_run(args)
 
@@ -274,7 +274,6 @@ def _round_counts(text: str) -> tuple[int, ...]:
 
 
 def add_iscn_parser(sub) -> None:
-    from backend.train import DEFAULT_CACHE, REPO, add_run_arguments
 
     p = sub.add_parser("iscn", help="stage 1: train the ISCN heads on cached features")
     p.add_argument("--cache", type=Path, nargs="+", default=[DEFAULT_CACHE / "iscn-384"])

@@ -1,7 +1,7 @@
 """Stage 2: train the MRN with the ISCN frozen (decoupled training, paper Sec. 5.1).
 
 `prepare` cuts one crop per training person (bounding box + margin, letterboxed to a fixed square) and computes its
-PSEUDO ground-truth alpha with `backend.pseudo_alpha` (closed-form matting in a band around the real binary edge; no
+PSEUDO ground-truth alpha with `backend.train.pseudo_alpha` (closed-form matting in a band around the real binary edge; no
 real alpha exists for these photos), once, into `.cache/mrn-<side>/`. `train` then feeds the MRN random windows of
 those crops (pseudo alpha made consistent with the real mask: `label_consistent`) with a coarse mask that is either the frozen ISCN's prediction for a box prompt (mapped into the crop) or
 the ground-truth mask degraded the way ISCN output is (low resolution, shifted edges, holes), and minimises Eq. 7 on
@@ -21,6 +21,7 @@ import torch
 
 from backend.dfimat.encoder import Letterbox
 from backend.dfimat.losses import hard_l1_loss
+from backend.train.runs import DEFAULT_CACHE, DEFAULT_DATA, REPO, add_run_arguments, start_run, training_sets
 
 WINDOW = 192
 
@@ -38,7 +39,7 @@ def _crop_one(image: np.ndarray, mask: np.ndarray, margin: float, arrays: tuple,
               entry: dict) -> bool:
     """Write one person's letterboxed crop, mask, pseudo alpha and valid area as row len(entries); False if the
     person is too small at the crop's scale."""
-    from backend.pseudo_alpha import pseudo_alpha
+    from backend.train.pseudo_alpha import pseudo_alpha
 
     images, masks, alphas, valid = arrays
     side = images.shape[1]
@@ -134,12 +135,12 @@ def iscn_coarse(cache_dirs: list[Path], crops: dict, weights: Path, log) -> np.n
     """Frozen-ISCN box-prompt predictions mapped into each crop (float16; NaN rows where no feature cache holds
     the crop's photo), or None if not available. The box is the crop's own target's (`target`, 1-based, as the
     caches label targets)."""
+    from backend.data.simulate import box_from_mask
     from backend.dfimat.iscn import best_mask
     from backend.dfimat.model import load_checkpoint
     from backend.dfimat.prompt_tensors import build_prompt_tensors, collate
     from backend.dfimat.prompts import PromptHistory, RoundPrompts
-    from backend.simulate import box_from_mask
-    from backend.train_cache import open_cache
+    from backend.train.cache import open_cache
 
     dirs = [Path(d) for d in cache_dirs if (Path(d) / "meta.json").is_file()]
     if not dirs or not Path(weights).is_file():
@@ -183,18 +184,18 @@ def iscn_coarse(cache_dirs: list[Path], crops: dict, weights: Path, log) -> np.n
 
 def pose_priors(crops_dir: Path, crops: dict, log) -> np.ndarray | None:
     """mediapipe's pose mask for each crop's person, prompted by the person's tight box as the engine prompts it
-    (`backend.pose_prior.pose_mask`), cached in ``pose.npy`` (NaN where the pose model found nobody); None without
+    (`backend.runtime.pose_prior.pose_mask`), cached in ``pose.npy`` (NaN where the pose model found nobody); None without
     mediapipe. At inference the MRN's coarse mask is the ISCN's joined with this prior in every round that has one."""
+    from backend.data.simulate import box_from_mask
     from backend.dfimat.prompts import RoundPrompts
-    from backend.pose_prior import pose_mask
-    from backend.simulate import box_from_mask
+    from backend.runtime.pose_prior import pose_mask
 
     path = Path(crops_dir) / "pose.npy"
     n, side = crops["meta"]["count"], crops["meta"]["side"]
     if path.is_file():
         return np.load(path, mmap_mode="r")
     try:
-        from backend.people import pose_detector
+        from backend.runtime.people import pose_detector
 
         pose = pose_detector().on_crop()
     except RuntimeError as exc:
@@ -223,7 +224,7 @@ def open_crops(path: Path) -> dict:
 
 def _batch(crops: dict, coarse: np.ndarray | None, idx: np.ndarray, rng: np.random.Generator,
            priors: np.ndarray | None = None, min_scale: float = 1.0):
-    from backend.pose_prior import join_prior
+    from backend.runtime.pose_prior import join_prior
 
     side = crops["meta"]["side"]
     # The engine never enlarges a crop, so a small person reaches the MRN at its own few pixels; half of the batches
@@ -259,7 +260,6 @@ def _batch(crops: dict, coarse: np.ndarray | None, idx: np.ndarray, rng: np.rand
 def train_mrn(args: argparse.Namespace) -> int:
     from backend import data
     from backend.dfimat.model import count_parameters, load_checkpoint, save_checkpoint
-    from backend.train import start_run, training_sets
 
     out, rng, log = start_run(args)
 
@@ -341,7 +341,6 @@ def train_mrn(args: argparse.Namespace) -> int:
 
 
 def add_mrn_parser(sub) -> None:
-    from backend.train import DEFAULT_CACHE, DEFAULT_DATA, REPO, add_run_arguments
 
     p = sub.add_parser("mrn", help="stage 2: train the MRN on pseudo-alpha crops with the ISCN frozen")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)

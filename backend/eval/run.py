@@ -5,17 +5,17 @@
         [--limit N] [--split all|val] [--json OUT]
 
 Every labelled person covering at least 1 % of the image is a target (per the set's ``mask_kind``: one target per
-instance; the one labelled person; or everyone together). Prompts come from ``backend.simulate`` with a seed per
+instance; the one labelled person; or everyone together). Prompts come from ``backend.data.simulate`` with a seed per
 (item, target, mode), so every method sees the same first-round prompts. Per mode:
 
 * box — one round, IoU after the box;
 * clicks — one click per round up to ``--max-clicks`` (20): IoU after 1 / 3 / 5 clicks, NoC@85 / NoC@90; stops
   early once 5 clicks are in and IoU >= 0.90;
 * scribbles — 5 rounds of 2 scribbles: IoU after rounds 1 and 5;
-* text — generated referring expressions (``backend.refexpr``): IoU and hit rate (IoU >= 0.5 with the target and
+* text — generated referring expressions (``backend.runtime.refexpr``): IoU and hit rate (IoU >= 0.5 with the target and
   higher than with any other labelled person);
 * mixed — 5 rounds: text + one visual prompt, then clicks or scribbles: IoU per round.
-* people (not in the default list) — "every person in this image" (`backend.people.matte_people`, what "Split
+* people (not in the default list) — "every person in this image" (`backend.runtime.people.matte_people`, what "Split
   People into Layers" and batch every-person run): one matte per found person; per target the best IoU among the
   mattes, the share of targets found (best IoU >= 0.5), and the number of mattes that match no labelled person.
 
@@ -39,7 +39,6 @@ from typing import Any
 
 import numpy as np
 
-from backend.baselines import UnsupportedPrompt, load_baseline
 from backend.data import (
     HELD_OUT_SETS,
     DataError,
@@ -51,12 +50,7 @@ from backend.data import (
     read_image,
     split,
 )
-from backend.dfimat.prompts import RoundPrompts
-from backend.marks import agreeing, points
-from backend.metrics import VS_BINARY_NOTE, boundary_f, error_split, iou, leak, matting_vs_binary, noc
-from backend.people import matte_people
-from backend.refexpr import expressions, reword
-from backend.simulate import (
+from backend.data.simulate import (
     MODES,
     ROUNDS,
     first_clicks,
@@ -64,6 +58,12 @@ from backend.simulate import (
     simulate_first_round,
     simulate_next_round,
 )
+from backend.dfimat.prompts import RoundPrompts
+from backend.eval.baselines import UnsupportedPrompt, load_baseline
+from backend.eval.metrics import VS_BINARY_NOTE, boundary_f, error_split, iou, leak, matting_vs_binary, noc
+from backend.runtime.marks import agreeing, points
+from backend.runtime.people import matte_people
+from backend.runtime.refexpr import expressions, reword
 
 __all__ = ["EvalConfig", "evaluate", "summarise", "format_table", "write_plot", "main"]
 
@@ -86,7 +86,7 @@ class EvalConfig:
     min_frac: float = 0.01
     seed: int = 0
     matting_metrics: bool = True
-    reword_text: bool = False  # say every generated expression another way (backend.refexpr.reword)
+    reword_text: bool = False  # say every generated expression another way (backend.runtime.refexpr.reword)
     box_margin: float = 0.0  # box mode: grow the tight box by this fraction of its size on every side
 
 
@@ -256,6 +256,9 @@ def _evaluate_item(method: Any, item: Item, cfg: EvalConfig, times: list[dict], 
                     record["ious"] = run.ious
                     record.update(run.extra)
                     record.update(_scores(run.final, gt, others_union, targets.ignore, cfg.matting_metrics))
+                    if callable(getattr(method, "rules", None)):
+                        # Which of the engine's rules shaped each round's answer (`Engine.rules`).
+                        record["rules"] = [list(r) for r in method.rules(sid)]
                 records.append(record)
     finally:
         method.close(sid)
@@ -526,7 +529,7 @@ def write_plot(report: dict, path: Path, title: str = "") -> Path:
 def make_method(name: str, weights: str | None = None) -> Any:
     """The method under test: the DFIMat-S engine or a baseline, all with open / predict / reset / close."""
     if name == "dfimat":
-        from backend.engine import Engine
+        from backend.runtime.engine import Engine
 
         return Engine.load(weights=weights)
     if weights:
@@ -553,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--box-margin", type=float, default=0.0,
                    help="box mode: a looser box, each side moved out by this fraction of the box size (0.1 = 10 %%)")
     p.add_argument("--reword-text", action="store_true",
-                   help="text/mixed: use hand-written rewordings of the generated expressions (backend.refexpr.reword)")
+                   help="text/mixed: use hand-written rewordings of the generated expressions (backend.runtime.refexpr.reword)")
     p.add_argument("--quiet", action="store_true")
     return p
 

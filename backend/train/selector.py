@@ -22,9 +22,10 @@ from torch.nn import functional as F
 
 from backend.dfimat.model import count_parameters, load_checkpoint, save_checkpoint
 from backend.dfimat.selector import QuerySelector, query_features
-from backend.train_cache import open_cache
-from backend.train_iscn import MODES as MODE_NAMES
-from backend.train_iscn import Sampler, _batch_feats, compute_texts, earlier_rounds, round_batch
+from backend.train.cache import open_cache
+from backend.train.iscn import MODES as MODE_NAMES
+from backend.train.iscn import Sampler, _batch_feats, compute_texts, earlier_rounds, round_batch
+from backend.train.runs import DEFAULT_CACHE, REPO, add_run_arguments, start_run
 
 CHECK_EVERY = 10  # cache rows with row % CHECK_EVERY == 0 are kept for the check, never fitted
 TEMPERATURE = 0.05  # IoU differences of a few points decide the target distribution
@@ -107,7 +108,6 @@ def report(selector: QuerySelector, data: dict[str, np.ndarray], rows: np.ndarra
 
 def train_selector(args: argparse.Namespace) -> int:
     from backend.dfimat.text import TextEncoder
-    from backend.train import start_run
 
     out, rng, log = start_run(args)
     model, meta = load_checkpoint(args.init)
@@ -145,7 +145,6 @@ def train_selector(args: argparse.Namespace) -> int:
 
 
 def add_selector_parser(sub) -> None:
-    from backend.train import DEFAULT_CACHE, REPO, add_run_arguments
 
     p = sub.add_parser("selector", help="stage 3: train the query selector on the frozen ISCN's outputs")
     p.add_argument("--init", type=Path, default=REPO / "models" / "dfimat-s" / "dfimat-s.pt",

@@ -117,7 +117,7 @@ def parse_scribble(text: str) -> dict[str, Any]:
 
 
 def load_engine(weights: str | None, device: str | None) -> Any:
-    from backend.engine import Engine
+    from backend.runtime.engine import Engine
 
     return Engine.load(device=device, weights=weights or installed_weights())
 
@@ -174,7 +174,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # server exists to stop.
     stop = StopRequest()
     stop.install()
-    from backend.server import EndpointError, Server, check_endpoint
+    from backend.serving.server import EndpointError, Server, check_endpoint
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -261,7 +261,7 @@ def read_rgb(path: Path) -> Any:
 def write_alpha(path: Path, alpha: Any) -> None:
     import cv2
 
-    from backend.server import alpha_to_uint8
+    from backend.serving.server import alpha_to_uint8
 
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), alpha_to_uint8(alpha)):
@@ -298,7 +298,7 @@ def cmd_matte(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from backend.people import matte_people
+    from backend.runtime.people import matte_people
 
     if not args.directory.is_dir():
         print(f"error: {args.directory} is not a folder", file=sys.stderr)

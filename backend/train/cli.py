@@ -3,79 +3,25 @@
 Stage 1 (ISCN): the frozen backbone's features are cached once (`cache`), then only the ISCN heads train, with the
 paper's user simulation (Sec. 5.2) and multi-round loops (no-grad rounds, then one round with gradients).
 Stage 2 (MRN): ISCN frozen; crops around targets with coarse masks; targets are PSEUDO ground-truth alpha
-(closed-form matting in a band around the true binary edge, `backend.pseudo_alpha`), precomputed once.
+(closed-form matting in a band around the true binary edge, `backend.train.pseudo_alpha`), precomputed once.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data"
-DEFAULT_CACHE = REPO / ".cache"
-TRAIN_SETS = ("ccp-fashion", "davis16-person", "humanseg300-removebg")
-
-
-def start_run(args: argparse.Namespace) -> tuple[Path, np.random.Generator, Callable[[str], None]]:
-    """Seed torch and numpy, create the run folder, and return a logger that prints and appends to train.log.
-
-    Both stages log the same way so a resumed run keeps one readable log per folder.
-    """
-    import torch
-
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "train.log"
-
-    def log(msg: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')} {msg}"
-        print(line, flush=True)
-        with log_path.open("a") as fh:
-            fh.write(line + "\n")
-
-    return out, np.random.default_rng(args.seed), log
-
-
-def add_run_arguments(p: argparse.ArgumentParser, *, steps: int, minutes: float, batch: int, lr: float) -> None:
-    """The options every training stage shares: budget, optimiser, threads, seed, logging and resuming."""
-    p.add_argument("--steps", type=int, default=steps)
-    p.add_argument("--max-minutes", type=float, default=minutes)
-    p.add_argument("--batch", type=int, default=batch)
-    p.add_argument("--lr", type=float, default=lr)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--save-every", type=int, default=100)
-    p.add_argument("--resume", action="store_true")
-
-
-def training_sets(data_root: Path | None, synth_root: Path | None) -> list:
-    """The training data sets: the named real sets plus every synthetic set found under `synth_root`."""
-    from backend import data
-
-    roots = [] if data_root is None else [data_root / n for n in TRAIN_SETS if (data_root / n / "manifest.json").is_file()]
-    if synth_root is not None and synth_root.is_dir():
-        roots += sorted(p.parent for p in synth_root.glob("*/manifest.json"))
-    sets = [data.load_set(r) for r in roots]
-    held = [s.name for s in sets if s.name in data.HELD_OUT_SETS]
-    if held:
-        raise SystemExit(f"refusing to train on held-out evaluation sets: {held}")
-    return sets
+from backend.train.runs import DEFAULT_CACHE, DEFAULT_DATA, REPO, training_sets
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
     import torch
 
     from backend import data
-    from backend.train_cache import build_cache
+    from backend.train.cache import build_cache
 
     torch.set_num_threads(args.threads)
     sets = training_sets(None if args.only_synth else args.data, args.synth)
@@ -139,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="carry this checkpoint's query selector (default: none; run `selector` last)")
     p.set_defaults(func=cmd_assemble)
 
-    from backend.train_iscn import add_iscn_parser
-    from backend.train_mrn import add_mrn_parser
-    from backend.train_selector import add_selector_parser
+    from backend.train.iscn import add_iscn_parser
+    from backend.train.mrn import add_mrn_parser
+    from backend.train.selector import add_selector_parser
 
     add_iscn_parser(sub)
     add_mrn_parser(sub)

@@ -227,7 +227,7 @@ def expressions(masks: Sequence[np.ndarray], image: np.ndarray | None) -> list[l
 
 
 # Hand-written rewordings, none of which `expressions` produces: what a user might type instead. They exist to test
-# that text matching (backend.grounding) does not depend on the generator's exact wording. Applied in order.
+# that text matching (backend.runtime.grounding) does not depend on the generator's exact wording. Applied in order.
 _REWORDINGS: tuple[tuple[str, str], ...] = (
     (r"^the person in the photo$", "the human in this picture"),
     (r"^the person$", "that human"),

@@ -4,16 +4,16 @@ Why this exists: DFIMat-S's own text path (MiniLM embedding -> text query in the
 for only 19 % of the generated expressions on the held-out multi-person photos (model card): 0.84 M trained
 parameters did not learn to ground "left", "second from the right", "in red" from ~80 phrases. Those facts are
 easy to read off person masks, so when a round is text only the engine
-  1. finds the people with mediapipe's bundled pose model (`backend.people.PoseDetector.find`),
+  1. finds the people with mediapipe's bundled pose model (`backend.runtime.people.PoseDetector.find`),
   2. describes each of them among the others with the same fact rules the evaluation's expressions come from
-     (`backend.refexpr`: order, size, depth, torso colour),
+     (`backend.runtime.refexpr`: order, size, depth, torso colour),
   3. embeds the user's sentence and every description with the same MiniLM encoder the ISCN uses, and
   4. takes the person whose closest description is most similar to the sentence, as a box prompt for the ISCN
      (the sentence still goes in as the text query).
 A sentence close to no description (cosine < `MIN_SIMILARITY`) is left to the ISCN's text path alone.
 
-Caveat for reading text scores: the held-out expressions come from `backend.refexpr` too, so the evaluation measures
-detection plus fact agreement more than language understanding; `backend.refexpr.reword` (hand-written
+Caveat for reading text scores: the held-out expressions come from `backend.runtime.refexpr` too, so the evaluation measures
+detection plus fact agreement more than language understanding; `backend.runtime.refexpr.reword` (hand-written
 rewordings the describer never produces) is the check that matching does not need the exact wording.
 """
 
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backend.refexpr import expressions
+from backend.runtime.refexpr import expressions
 
 # Set from phrases alone, before any held-out text run: each generated phrase against its hand-written rewording
-# (`backend.refexpr.reword`) scores 0.31-0.93, median 0.58, while sentences about no person ("the dog", "remove the
+# (`backend.runtime.refexpr.reword`) scores 0.31-0.93, median 0.58, while sentences about no person ("the dog", "remove the
 # background", "make it brighter") score 0.19-0.39 against the nearest description.
 MIN_SIMILARITY = 0.4
 

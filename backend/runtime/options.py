@@ -1,0 +1,70 @@
+"""Every on/off switch of the engine's rules, with its default, read from the environment in this one place.
+
+    options = EngineOptions.from_env()                 # defaults, overridden by $DFIMAT_* variables
+    engine = Engine.load(options=options.with_overrides(focus=False))
+
+Each switch names a rule the engine adds around the networks (`backend.runtime`); the engine records per round
+which of them fired (`Engine.rules`), so an answer can be explained.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+
+_ON = ("1", "true", "on", "yes")
+_OFF = ("0", "false", "off", "no")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The engine's switches. Each default is the measured choice recorded in docs/experiments.md."""
+
+    # Zoom-in second ISCN pass on small targets (`backend.runtime.focus`): held-out one-box IoU 0.655 -> 0.675.
+    focus: bool = True
+    pose_prior: bool = True  # mediapipe's person mask joins a first round (`backend.runtime.pose_prior`)
+    keep_marks: bool = True  # every click and stroke holds in the matte (`backend.runtime.marks`)
+    take_out_others: bool = True  # other found people out of a box's matte (`backend.runtime.others`)
+    text_grounding: bool = True  # text-only rounds answered through a found person (`backend.runtime.grounding`)
+    # The people finder (`backend.runtime.people`) also looks in four corner crops, where small people are big enough
+    # for mediapipe's 256 px input: held-out every-person split 48 -> 52 % found, text grounding 46 -> 50 % right;
+    # about twice the finder's time.
+    finder_tiles: bool = True
+    # ... and in body-shaped crops hung from faces no find covers yet: validation composites 72.4 -> 78.5 % found.
+    finder_faces: bool = True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> EngineOptions:
+        """The defaults, each overridden by its variable (`ENV_VARS`) when set to a recognised on/off word."""
+        env = os.environ if environ is None else environ
+        return cls(**{f.name: env_flag(ENV_VARS[f.name], f.default, env) for f in fields(cls)})
+
+    def with_overrides(self, **switches: bool | None) -> EngineOptions:
+        """A copy with the given switches set; None leaves a switch as it is (the keyword arguments of
+        `Engine.load`)."""
+        unknown = set(switches) - {f.name for f in fields(self)}
+        if unknown:
+            raise TypeError(f"unknown engine option(s): {', '.join(sorted(unknown))}")
+        return replace(self, **{k: bool(v) for k, v in switches.items() if v is not None})
+
+
+ENV_VARS = {
+    "focus": "DFIMAT_FOCUS",
+    "pose_prior": "DFIMAT_POSE_PRIOR",
+    "keep_marks": "DFIMAT_KEEP_MARKS",
+    "take_out_others": "DFIMAT_TAKE_OUT_OTHERS",
+    "text_grounding": "DFIMAT_TEXT_GROUNDING",
+    "finder_tiles": "DFIMAT_FINDER_TILES",
+    "finder_faces": "DFIMAT_FINDER_FACES",
+}
+
+
+def env_flag(name: str, default: bool, environ: Mapping[str, str] | None = None) -> bool:
+    """$name as a switch: "1"/"true"/"on"/"yes" -> True, "0"/"false"/"off"/"no" -> False, unset or other -> default."""
+    value = (os.environ if environ is None else environ).get(name, "").strip().lower()
+    if value in _ON:
+        return True
+    if value in _OFF:
+        return False
+    return default

@@ -1,0 +1,63 @@
+"""The engine's switches: one options object, read from the environment in one place, and the rules each round
+went through."""
+
+import numpy as np
+import pytest
+
+from backend.dfimat.model import build_tiny_checkpoint
+from backend.runtime.engine import Engine
+from backend.runtime.options import ENV_VARS, EngineOptions
+
+
+def test_every_switch_has_one_variable_and_defaults_on():
+    assert set(ENV_VARS) == set(EngineOptions.__dataclass_fields__)
+    assert all(getattr(EngineOptions(), name) is True for name in ENV_VARS)
+    assert len(set(ENV_VARS.values())) == len(ENV_VARS)
+
+
+@pytest.mark.parametrize("word,value", [("0", False), ("off", False), ("No", False), ("1", True), ("on", True),
+                                        ("maybe", True), ("", True)])
+def test_from_env_reads_each_variable(word, value):
+    for name, var in ENV_VARS.items():
+        opts = EngineOptions.from_env({var: word})
+        assert getattr(opts, name) is value
+        assert all(getattr(opts, other) is True for other in ENV_VARS if other != name)
+
+
+def test_overrides_keep_none_and_refuse_unknown_names():
+    opts = EngineOptions(focus=False)
+    assert opts.with_overrides(focus=None, pose_prior=False) == EngineOptions(focus=False, pose_prior=False)
+    with pytest.raises(TypeError, match="fokus"):
+        opts.with_overrides(fokus=True)
+    with pytest.raises(AttributeError):
+        opts.focus = True  # frozen: an engine's options change only by replacement
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("w") / "tiny.pt")
+
+
+def test_load_takes_options_env_then_keywords(weights, monkeypatch):
+    monkeypatch.setenv("DFIMAT_KEEP_MARKS", "0")
+    assert Engine.load(device="cpu", weights=weights, runtime="torch").options.keep_marks is False
+    given = EngineOptions(focus=False, keep_marks=True)
+    engine = Engine.load(device="cpu", weights=weights, runtime="torch", options=given, pose_prior=False)
+    assert engine.options == EngineOptions(focus=False, keep_marks=True, pose_prior=False)
+
+
+def test_rules_are_recorded_per_round_and_cleared_by_reset(weights):
+    engine = Engine.load(device="cpu", weights=weights, runtime="torch",
+                         options=EngineOptions(pose_prior=False, take_out_others=False, text_grounding=False))
+    sid = engine.open(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8))
+    engine.predict(sid, {"box": [10, 5, 50, 55]})
+    engine.predict(sid, {"clicks": [[30, 30, True]]})
+    rounds = engine.rules(sid)
+    assert len(rounds) == 2
+    assert "box_support" in rounds[0] and "keep_marks" not in rounds[0]
+    assert "keep_marks" in rounds[1] and "drop_unmarked_parts" not in rounds[1]  # a box session keeps its parts
+    assert not {"pose_prior", "take_out_others", "text_grounding"} & set(rounds[0] + rounds[1])
+    engine.reset(sid)
+    assert engine.rules(sid) == []
+    engine.predict(sid, {"clicks": [[30, 30, True]]})
+    assert engine.rules(sid)[0][-2:] == ("drop_unmarked_parts", "keep_marks")
