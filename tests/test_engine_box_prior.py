@@ -1,6 +1,6 @@
 """The engine's box support (a box bounds the matte) and first-round pose prior (mediapipe's mask joins the coarse
 mask): the rules, and that the engine applies them to what it returns and keeps. Plumbing with the tiny random
-checkpoint; the accuracy effect of both is measured in MODEL_CARD.md ("Box support", "Pose prior")."""
+checkpoint; the accuracy effect of both is measured in docs/experiments.md ("Boxes", "Pose prior")."""
 
 import numpy as np
 import pytest

@@ -1,7 +1,7 @@
 """Focus pass: region geometry, prompt transforms into the crop, crop-encoding cache, and focus off == old engine.
 
 Plumbing only, with the tiny random checkpoint (its masks are noise, so nothing here asserts accuracy; the accuracy
-effect is measured in MODEL_CARD.md).
+effect is measured in docs/experiments.md, "Focus pass and input size").
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Marks hold: every click and stroke ends up on its side of the returned matte (`backend.runtime.marks`), sized by where
-the coarse mask already agrees; and the engine applies it. Accuracy effect: MODEL_CARD.md ("Marks hold")."""
+the coarse mask already agrees; and the engine applies it. Accuracy effect: docs/experiments.md ("Marks and corrective rounds")."""
 
 import numpy as np
 import pytest

@@ -1,5 +1,5 @@
 """Other people out of a box's matte (`backend.runtime.others`): the rule on hand-made masks, and that the engine applies it
-only while the prompts are a box alone. The accuracy effect is measured in MODEL_CARD.md ("Other people out")."""
+only while the prompts are a box alone. The accuracy effect is measured in docs/experiments.md ("Other people taken out of a box's matte")."""
 
 import numpy as np
 import pytest

@@ -2,7 +2,7 @@
 
 The paper picks the query the concept classifier ranks first (Eq. 5). In DFIMat-S that classifier is trained with a
 small weight (0.1 in Eq. 6) and sees only query embeddings, and on held-out crowded photos the query it picks is on
-average clearly worse than the best of the eight (see the model card). The selector is a SAM-style mask-quality
+average clearly worse than the best of the eight (docs/experiments.md, "Training"). The selector is a SAM-style mask-quality
 scorer added after the decoder: per query it looks at the concept logit and at how the query's mask agrees with
 this round's prompts (covers the positive marks, avoids the negative ones, stays in the box, fills it, agrees with the
 previous prediction), and a tiny MLP turns those numbers into a score. It is trained on the frozen ISCN's own

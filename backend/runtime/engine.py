@@ -98,7 +98,7 @@ from backend.runtime.pose_prior import (
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
-# benchmarks/bench_engine.py on the 2-core CPU (MODEL_CARD.md): onnxruntime 79 ms per round vs torch 111 ms. So
+# benchmarks/bench_engine.py on the 2-core CPU (docs/experiments.md, "Speed and memory choices"): onnxruntime 79 ms per round vs torch 111 ms. So
 # weights that ship with exported graphs (`<weights dir>/onnx/`, stamped with the weights' sha256) run under
 # onnxruntime by default; other weights (e.g. fresh training checkpoints) run under torch unless asked.
 ONNX_SUBDIR = "onnx"
@@ -108,7 +108,7 @@ TIGHTEN_MARGIN = 0.02
 TIGHTEN_KEEP = 0.9
 # A user's box bounds the person: the matte is cut to the box plus this fraction of its size on every side (so a
 # hand or foot that just crosses a tight box's edge survives), unless a positive mark lies beyond that. Set before
-# measuring; held-out one-box IoU 0.699 -> 0.707 (model card, "Box support and pose prior").
+# measuring; held-out one-box IoU 0.699 -> 0.707 (docs/experiments.md, "Boxes").
 BOX_SUPPORT_MARGIN = 0.05
 # First-round pose prior (`backend.runtime.pose_prior`, default on; $DFIMAT_POSE_PRIOR=0 or Engine.load(pose_prior=False)
 # turns it off); how it joins the ISCN's mask is `backend.runtime.pose_prior.join_prior`. The pose model runs on the photo
@@ -133,7 +133,7 @@ def tightened_box(box: Box, coarse: np.ndarray, lb: Letterbox) -> Box | None:
     """``box`` shrunk to the coarse mask's extent (+ `TIGHTEN_MARGIN`), or None when that would keep more than
     `TIGHTEN_KEEP` of its area (the box was already tight) or the mask is empty.
 
-    Measured (model card, "Loose boxes"): held-out one-box IoU with boxes 15 % larger than tight 0.611 -> 0.629,
+    Measured (docs/experiments.md, "Boxes"): held-out one-box IoU with boxes 15 % larger than tight 0.611 -> 0.629,
     validation 0.802 -> 0.812; tight boxes unchanged (0.698 -> 0.699, 0.862 -> 0.863)."""
     fg = coarse > 0.5
     if not fg.any():
@@ -449,7 +449,7 @@ class Engine:
                 if kept is not None:
                     fired.append("kept_prior")
             # A first round without a box has only the marks and a partial coarse mask to place the region by; the
-            # whole-image answer is better there (held-out clicks IoU@1 0.464 -> 0.490; model card, "Focus pass").
+            # whole-image answer is better there (held-out clicks IoU@1 0.464 -> 0.490; docs/experiments.md, "Focus pass and input size").
             placed = seen.box is not None or len(history) > 1
             focused = self._focus(s, seen, seen_new, coarse) if self.options.focus and placed else None
             if focused is not None:

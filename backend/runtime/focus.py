@@ -55,7 +55,7 @@ def target_extent(history, coarse: np.ndarray, lb: Letterbox) -> np.ndarray | No
     Why not always the coarse mask too: on the held-out multi-person photos the whole-image mask of a small target
     often spills onto a neighbour, which both shrinks the magnification and pulls the neighbour into the crop
     (coco128-persons, margin 0.3: IoU 0.637 -> 0.637 and right person 93 -> 92 % with it, 0.658 and 95 % without;
-    MODEL_CARD.md). The margin still leaves room for a box that cuts a limb off."""
+    docs/experiments.md, "Focus pass and input size"). The margin still leaves room for a box that cuts a limb off."""
     xs: list[float] = []
     ys: list[float] = []
     if history.box is not None:

@@ -1,7 +1,7 @@
 """Text grounding: which person a sentence means, found by describing every detected person in words.
 
 Why this exists: DFIMat-S's own text path (MiniLM embedding -> text query in the ISCN decoder) picks the right person
-for only 19 % of the generated expressions on the held-out multi-person photos (model card): 0.84 M trained
+for only 19 % of the generated expressions on the held-out multi-person photos (docs/experiments.md): 0.84 M trained
 parameters did not learn to ground "left", "second from the right", "in red" from ~80 phrases. Those facts are
 easy to read off person masks, so when a round is text only the engine
   1. finds the people with mediapipe's bundled pose model (`backend.runtime.people.PoseDetector.find`),

@@ -3,7 +3,7 @@
 Why: the MRN sees only the image crop and the coarse mask, not the marks. On the held-out photos the final matte
 contradicted 19 % of corrective clicks (rounds 2-6), and in 87 of those 125 cases the ISCN's coarse mask had obeyed
 the click: the refinement undid it. The simulated user (and a real one) then clicks the same spot again, and the
-next rounds stall (MODEL_CARD.md, "Marks hold").
+next rounds stall (docs/experiments.md, "Marks and corrective rounds").
 
 What is kept, per mark in the order given (a later mark wins where two overlap):
   * a click: a disk around it, as large as the region around the click where the coarse mask already agrees with it

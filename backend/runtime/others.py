@@ -3,7 +3,7 @@
 Why: a user's rectangle is looser than the tight boxes the ISCN learned from and takes in neighbours; the ISCN then
 spills onto them. The finder (`backend.runtime.people.PoseDetector.find`; its whole-frame passes suffice here) separates
 people the ISCN merges, so once the matte agrees with one find, the other finds are someone else. Measured with the
-committed weights (MODEL_CARD.md, "Other people out of a box's matte"): held-out one box 15 % looser 0.682 -> 0.686,
+committed weights (docs/experiments.md, "Other people taken out of a box's matte"): held-out one box 15 % looser 0.682 -> 0.686,
 tight 0.737 -> 0.737.
 
 Used in sessions with a box and no text (a text round names a person the finder picked already), in corrective

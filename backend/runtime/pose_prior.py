@@ -25,11 +25,11 @@ Rect = tuple[int, int, int, int]
 BOX_PADDING = 0.15
 # The engine's prior for a box alone is the mean of the pose model's masks on the box grown by BOX_PADDING and by
 # these (where they find a person): mediapipe's outline moves with the crop around a person, and the mean of three
-# crops is the steadier one (model card, "Pose prior over three crops, 2026-12-04": realistic-v3 validation +0.008
+# crops is the steadier one (docs/experiments.md, "Pose prior", 2026-12-04: realistic-v3 validation +0.008
 # [+0.004, +0.014] after one box). The MediaPipe baseline keeps the one crop of its recipe.
 BOX_AVERAGE_PADDINGS = (0.08, 0.25)
 # Likewise with marks and no box: the mean of the first three crops whose masks agree with every mark, instead of the
-# first one (model card, "Pose prior over three crops": realistic-v3 validation clicks IoU@3 +0.005 [+0.001, +0.010]).
+# first one (docs/experiments.md, "Pose prior": realistic-v3 validation clicks IoU@3 +0.005 [+0.001, +0.010]).
 MARKS_AVERAGE_CROPS = 3
 CROP_HEIGHTS = (1.0, 0.8, 0.6, 0.45)
 CLICK_POSITIONS = (0.35, 0.55, 0.75)  # where in the crop's height the click sits
@@ -40,7 +40,7 @@ MIN_CROP = 16
 # matte), where they disagree the stronger wins. The engine joins it twice: on the ISCN's grid (which places the
 # matting crop and is kept for the CRM), and on the MRN's crop at the crop's resolution (the grid keeps a small
 # person's outline only to a cell). w = 1.0: chosen over 0.5 on the validation mosaics by a rule written first, then
-# confirmed on the held-out photos (model card, "Pose prior, 2026-12-03"); 2.0 gained nothing more.
+# confirmed on the held-out photos (docs/experiments.md, "Pose prior", 2026-12-03); 2.0 gained nothing more.
 PRIOR_WEIGHT = 1.0
 PRIOR_CLIP = 0.01  # probabilities are clipped to [0.01, 0.99] before their log-odds are taken
 

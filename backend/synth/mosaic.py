@@ -1,7 +1,7 @@
 """2 x 2 mosaics of labelled photos: people as small as in crowded real photos, from photos nobody trained on.
 
 The held-out real photos show people at a median 5 % of the image, the validation composites at 19 %, and choices
-made on the composites have twice not carried over to the real photos (model card). A mosaic of four
+made on the composites have twice not carried over to the real photos (docs/experiments.md, "Training"). A mosaic of four
 validation-split photos shrinks each person to about a quarter of its size and puts several people in one image,
 with real photo content throughout. It is still not a crowd (people never overlap across cells), so it sits between
 the composites and the real multi-person sets.

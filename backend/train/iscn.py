@@ -33,7 +33,7 @@ MODES = ("box", "clicks", "scribbles", "text", "mixed")
 MODE_WEIGHTS = (0.25, 0.3, 0.15, 0.1, 0.2)
 # A user's rectangle in GIMP or Krita is rarely tight: `--loose-boxes P` gives that share of box rounds a box whose
 # every side is moved out by up to LOOSE_BOX_MAX of its size (the committed weights saw only +-8 % jitter and lose
-# 0.07 IoU to 15 % looser boxes; MODEL_CARD.md, "Loose boxes").
+# 0.07 IoU to 15 % looser boxes; docs/experiments.md, "Boxes").
 LOOSE_BOX_MAX = 0.3
 
 
