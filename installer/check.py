@@ -208,7 +208,9 @@ def diagnose(editors: list[ed.Editor], models_dir: Path | None, editors_wanted: 
     rows += _model_rows(models_dir)
     if editors_wanted:
         if not editors:
-            rows.append(Row("editors", FAIL, "neither GIMP 3 nor Krita found (use --gimp-dir / --krita-dir)"))
+            # Not a failure: the backend and the command line work without an editor, and a user who has none yet
+            # needs the way to get one (printed under the table), not an error.
+            rows.append(Row("editors", WARN, NO_EDITOR))
         for kind in ("gimp", "krita"):
             if editors and not any(e.kind == kind for e in editors):
                 rows.append(Row(kind, SKIP, "not found"))
@@ -217,10 +219,28 @@ def diagnose(editors: list[ed.Editor], models_dir: Path | None, editors_wanted: 
     return rows
 
 
+NO_EDITOR = "neither GIMP 3 nor Krita found: the plug-ins are not installed (how to get an editor: below)"
+# Where each editor comes from; GIMP 2.10 (Debian 12, Ubuntu 24.04) has no Python 3 plug-ins, so it does not count.
+GET_AN_EDITOR = (
+    "To use DFIMat from an editor, install GIMP 3 or Krita 5.1+ (or both), then rerun `python3 install.py`:",
+    "  Debian 13 / Ubuntu 25.04 and later:  sudo apt-get install gimp krita",
+    "  Debian 12 / Ubuntu 24.04:            sudo apt-get install krita   (their GIMP is 2.10: take GIMP 3 from Flatpak)",
+    "  Flatpak (any Linux):                 flatpak install flathub org.gimp.GIMP org.kde.krita",
+    "  Windows:                             the installers from https://www.gimp.org and https://krita.org",
+    "  macOS:                               brew install --cask gimp krita   (or the disk images from the same sites)",
+    "Installed somewhere else? Point at its plug-in folder: --gimp-dir DIR / --krita-dir DIR.",
+    "Meanwhile the backend's command line works without an editor: `dfimat-backend matte PHOTO --box X0,Y0,X1,Y1`",
+    "  (in the backend venv's bin/ or Scripts\\ folder; README, \"Command line, batch and the backend\").",
+)
+
+
 def print_table(rows: list[Row]) -> None:
     width = max(len(r.item) for r in rows)
     for r in rows:
         print(f"{r.item:<{width}}  {r.status:<4}  {r.detail}")
+    if any(r.item == "editors" and r.detail == NO_EDITOR for r in rows):
+        print()
+        print("\n".join(GET_AN_EDITOR))
 
 
 def failed(rows: list[Row]) -> bool:

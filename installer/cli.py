@@ -347,6 +347,9 @@ def install(args) -> int:
         return 1
     marker.unlink(missing_ok=True)
     print("Installed. Diagnose any time with: python install.py --check")
+    if not args.no_editors and not found and not (args.no_gimp and args.no_krita):
+        print("\nNo editor was found, so no plug-in was installed.")
+        print("\n".join(check.GET_AN_EDITOR))
     if args.demo and python is not None:
         try:
             run_demo(python, models_dir)

@@ -24,7 +24,21 @@ TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 # machines set DFIMAT_TORCH_SPEC (e.g. to a wheel path) to choose another build.
 TORCH_FALLBACK_SPEC = "torch==2.13.0"
 TORCH_RANGE = ">=2.4,<2.15"
-IMPORT_CHECK = "import backend, torch, zmq, numpy, cv2; print(torch.__version__, torch.cuda.is_available())"
+# Exact versions of every package the backend and dev venvs install (torch aside: its own step picks the build), so
+# pip resolves without backtracking. Regenerate with `python3 tools/update_constraints.py` (docs/install.md).
+CONSTRAINTS = REPO / "constraints.txt"
+# mediapipe 0.10.21 is the last release whose wheel carries its person models. It is installed without its declared
+# dependencies: jax/jaxlib, opencv-contrib-python, sounddevice and sentencepiece serve parts of mediapipe the backend
+# never imports (its solutions.pose and solutions.face_detection need numpy, opencv, protobuf, absl-py, attrs,
+# flatbuffers and matplotlib, which pyproject.toml lists), and resolving them made pip backtrack through many
+# jaxlib and opencv-contrib-python releases (issue #22). No wheel exists for Python 3.13+.
+MEDIAPIPE_SPEC = "mediapipe==0.10.21"
+# mediapipe is installed without its declared dependencies, so importing the two solutions the backend uses is what
+# shows that the run-time ones it does need are there.
+IMPORT_CHECK = ("import sys, backend, torch, zmq, numpy, cv2\n"
+                "if sys.version_info < (3, 13): import mediapipe.python.solutions.pose, "
+                "mediapipe.python.solutions.face_detection\n"
+                "print(torch.__version__, torch.cuda.is_available())")
 
 
 def stage_sources(dest: Path) -> Path:
@@ -57,11 +71,26 @@ def detect_device() -> str:
     return "cuda" if out.returncode == 0 and "GPU" in out.stdout else "cpu"
 
 
+def constraint_args() -> list[str]:
+    """pip's ``-c`` for the pinned versions (nothing when a source tree lacks the file)."""
+    return ["-c", str(CONSTRAINTS)] if CONSTRAINTS.is_file() else []
+
+
+def mediapipe_install_args(version: tuple[int, int] = sys.version_info[:2]) -> list[str]:
+    """pip arguments that add mediapipe alone (its run-time needs come with the backend), or [] where it has no
+    wheel (Python 3.13+: the pose prior and the people finder are then off, as the backend reports)."""
+    if version >= (3, 13):
+        return []
+    return ["--no-deps", *constraint_args(), MEDIAPIPE_SPEC]
+
+
 def fingerprint(device: str) -> str:
-    """Changes whenever what would be installed changes: sources, dependencies, device, torch choice."""
+    """Changes whenever what would be installed changes: sources, dependencies, pins, device, torch choice."""
     h = hashlib.sha256()
     h.update(f"{device}\0{os.environ.get('DFIMAT_TORCH_SPEC', '')}\0".encode())
     h.update((REPO / "pyproject.toml").read_bytes())
+    if CONSTRAINTS.is_file():
+        h.update(CONSTRAINTS.read_bytes())
     for pkg in ("backend", "dfimat_client"):
         root = REPO / pkg
         if root.is_dir():
@@ -208,16 +237,22 @@ def ensure_venv(venv: Path, device: str, log=print) -> None:
     _run([*pip, "-q", "--upgrade", "pip"], log)
     has_torch = can_import(python, "torch")
     quiet = ["-q"] if has_torch else []  # a first install shows pip's progress; an update only its errors
+    # torch alone (the build the device needs, from wherever torch_install_args finds it); its own dependencies
+    # then come pinned with the backend's in the next step.
     if not has_torch:
-        _run([*pip, *torch_install_args(device, log)], log)
+        _run([*pip, "--no-deps", *torch_install_args(device, log)], log)
     elif previous_device not in (None, device):
         log(f"  device changed {previous_device} -> {device}: replacing torch")
         _run([*pip, "--force-reinstall", "--no-deps", *torch_install_args(device, log)], log)
     with tempfile.TemporaryDirectory(prefix="dfimat-src-") as tmp:
         src = stage_sources(Path(tmp))
         target = f"{src}[gpu]" if device == "cuda" else str(src)
-        # --upgrade rebuilds the local project even when its version number did not change.
-        _run([*pip, *quiet, "--upgrade", target], log)
+        # --upgrade rebuilds the local project even when its version number did not change; the constraints
+        # hold every other package at its pinned version, so --upgrade moves none of them.
+        _run([*pip, *quiet, *constraint_args(), "--upgrade", target], log)
+    mediapipe = mediapipe_install_args()
+    if mediapipe:
+        _run([*pip, *quiet, *mediapipe], log)
     for cmd in onnxruntime_commands(python, device, installed_dists(python)):
         _run(cmd, log)
     ok, detail = import_check(python)

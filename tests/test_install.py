@@ -395,3 +395,36 @@ def test_plain_cpu_install_touches_no_onnxruntime(tmp_path, monkeypatch):
     venv.ensure_venv(tmp_path / "venv", "cpu", log=lambda _m: None)
     assert [_pip_tail(c) for c in commands] == [["install", "--upgrade", "pip"], ["install", "--upgrade", "/src/dfimat"]]
     assert venv.onnxruntime_commands(Path("py"), "cuda", {"onnxruntime-gpu": "1.22.0"}) == []
+
+
+def test_no_editor_is_a_warning_with_the_next_step_not_a_failure(setup):
+    """A user with no GIMP 3 or Krita yet: the install works, and --check says how to get an editor, exit 0."""
+    tmp, env, models = setup
+    empty = tmp / "bin"  # a PATH where no editor (native or Flatpak) can be found, whatever this machine has
+    empty.mkdir()
+    env = dict(env, PATH=str(empty))
+    args = ["--yes", "--backend-python", sys.executable, "--models-dir", str(tmp / "models")]
+    first = run_install(args, env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "No editor was found" in first.stdout and "flatpak install flathub" in first.stdout, first.stdout
+
+    check = run_install(["--check", *args[1:]], env)
+    print(check.stdout)
+    assert check.returncode == 0, check.stdout
+    assert "FAIL" not in check.stdout
+    line = row(check.stdout, "editors")
+    assert " warn " in line and "neither GIMP 3 nor Krita found" in line, check.stdout
+    for step in ("sudo apt-get install gimp krita", "org.gimp.GIMP org.kde.krita", "Windows", "macOS",
+                 "rerun `python3 install.py`"):
+        assert step in check.stdout, (step, check.stdout)
+
+
+def test_check_still_fails_for_something_broken_when_no_editor_is_found(setup):
+    tmp, env, models = setup
+    env = dict(env, PATH=str(tmp))
+    args = ["--yes", "--backend-python", sys.executable, "--models-dir", str(tmp / "models")]
+    assert run_install(args, env).returncode == 0
+    models.write_bytes(b"not a checkpoint")
+    check = run_install(["--check", *args[1:]], env)
+    assert check.returncode == 1, check.stdout
+    assert " warn " in row(check.stdout, "editors") and "FAIL" in check.stdout

@@ -15,7 +15,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from installer.venv import torch_install_args  # noqa: E402 - stdlib only, like this script
+from installer.venv import (  # noqa: E402 - stdlib only, like this script
+    CONSTRAINTS,
+    constraint_args,
+    mediapipe_install_args,
+    torch_install_args,
+)
 
 VENV = Path(os.environ.get("DFIMAT_DEV_VENV", ROOT / ".venv"))
 # The tests' torch, pinned. A plain `torch==2.13.0` from PyPI is the multi-GB CUDA build on Linux, so it is
@@ -39,14 +44,21 @@ def ensure_venv() -> Path:
     if not py.exists():
         run([sys.executable, "-m", "venv", VENV])
     stamp = VENV / ".dfimat-dev-deps"
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + TORCH_SPEC.encode()).hexdigest()
+    pins = CONSTRAINTS.read_bytes() if CONSTRAINTS.is_file() else b""
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + pins + TORCH_SPEC.encode()).hexdigest()
     if stamp.exists() and stamp.read_text().strip() == want:
         return py
-    run([py, "-m", "pip", "install", "-q", "--upgrade", "pip"])
+    pip = [py, "-m", "pip", "install", "-q"]
+    run([*pip, "--upgrade", "pip"])
     has_torch = subprocess.run([str(py), "-c", "import torch"], capture_output=True).returncode == 0
+    # The installer's steps (installer/venv.py ensure_venv): torch's build alone, then everything else at the
+    # versions in constraints.txt, then mediapipe without the dependencies the backend never uses.
     if not has_torch:
-        run([py, "-m", "pip", "install", "-q", *torch_install_args("cpu", print, requirement=TORCH_PIN)])
-    run([py, "-m", "pip", "install", "-q", "-e", f"{ROOT}[dev]"])
+        run([*pip, "--no-deps", *torch_install_args("cpu", print, requirement=TORCH_PIN)])
+    run([*pip, *constraint_args(), "-e", f"{ROOT}[dev]"])
+    mediapipe = mediapipe_install_args()
+    if mediapipe:
+        run([*pip, *mediapipe])
     stamp.write_text(want)
     return py
 

@@ -6,11 +6,11 @@ What it does (see docs/screenshots.md):
 
 1. starts the real backend (``python -m backend serve`` on a free loopback port, the committed DFIMat-S weights
    unless ``--weights``) with a plug-in config + token, through the Krita tests' ``realtest.start_backend``;
-2. GIMP 3.0.4 in the cached Debian 13 root (``tests/editors/debian13.py``): the plug-in installed with
+2. GIMP 3.0.4 in the cached Debian 13 root (``tests/editors/sandbox.py``): the plug-in installed with
    ``install_gimp_plugin`` into a temporary HOME, ``samples/astronaut.png`` opened in the GUI under Xvfb, a
    rectangle selection around the astronaut, "DFIMat Person Mask" (``plug-in-dfimat-layer-mask``, output: layer
    mask), then a grab of the screen → ``gimp-result.png``;
-3. Krita 5.1.5 from Debian 12 (installed with apt-get if missing): the plug-in and the Krita tests' ``kth`` GUI
+3. Krita 5.1.5 in the cached Debian 12 root (the same module): the plug-in and the Krita tests' ``kth`` GUI
    harness in a temporary HOME (``realtest.prepare_gui_home``), the same photo and selection, the
    "DFIMat Select Person" action (5.1 in a window: a real transparency mask through Krita's own action), a grab
    of the screen → ``krita-result.png``.
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -252,7 +251,7 @@ def shoot_gimp(backend_config: Path, box: tuple[int, int, int, int], work: Path,
     reason = debian13.skip_reason()
     if reason:
         raise ShotError(f"GIMP 3.0.4: {reason}")
-    _log("GIMP: Debian 13 root (built once, cached in .cache/trixie-root)")
+    _log("GIMP: Debian 13 root (built once, cached; tests/editors/sandbox.py says where)")
     try:
         debian13.ensure_root()
     except RuntimeError as exc:
@@ -293,27 +292,19 @@ def shoot_gimp(backend_config: Path, box: tuple[int, int, int, int], work: Path,
     return shrink_png(out / "gimp-screen.png", dest, result.get("window"))
 
 
-def _run_group(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    """Run in its own process group so a timeout also ends Xvfb and Krita (xvfb-run does not pass signals on)."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
-
-
 def shoot_krita(backend_config: Path, box: tuple[int, int, int, int], work: Path, dest: Path) -> tuple[int, int, int]:
     _host_imports()
+    from tests.editors import sandbox
     from tests.krita_harness import realtest
-    from tests.test_krita_real import host_env
 
-    reason = realtest.ensure_krita_51()
+    reason = sandbox.BOOKWORM.skip_reason()
     if reason:
         raise ShotError(f"Krita 5.1: {reason}")
+    _log("Krita: Debian 12 root (built once, cached; tests/editors/sandbox.py says where)")
+    try:
+        sandbox.BOOKWORM.ensure_root()
+    except RuntimeError as exc:
+        raise ShotError(f"Krita 5.1: the Debian 12 root could not be built: {exc}") from exc
     home = work / "krita-home"
     realtest.prepare_gui_home(home)
     out = work / "krita-out"
@@ -324,14 +315,16 @@ def shoot_krita(backend_config: Path, box: tuple[int, int, int, int], work: Path
         f"import sys\nsys.path.insert(0, {str(TOOLS)!r})\nfrom screenshots import krita_scene as main  # noqa\n")
     params = work / "krita-params.json"
     params.write_text(json.dumps({"photo": str(PHOTO), "box": list(box), "out": str(out), "screen": list(SCREEN)}))
-    env = host_env()
-    env.update(realtest.gui_env(home, params, backend_config, out / "kth.json"))
+    env = realtest.gui_env(home, params, backend_config, out / "kth.json")
     env["KTH_MODULE"] = KRITA_SHIM
     env["PYTHONPATH"] = f"{realtest.HARNESS}{os.pathsep}{shim_dir}"
     _log("Krita: opening the photo under Xvfb and running DFIMat Select Person")
     try:
-        run = _run_group(["xvfb-run", "-a", "-s", f"-screen 0 {SCREEN[0]}x{SCREEN[1]}x24", "krita", "--nosplash"],
-                         env, EDITOR_TIMEOUT_S)
+        # bwrap runs with --die-with-parent and its own pid namespace: a timeout ends Xvfb and Krita with it.
+        run = sandbox.BOOKWORM.run_in_root(
+            [*sandbox.xvfb_run(f"{SCREEN[0]}x{SCREEN[1]}x24"), "krita", "--nosplash"],
+            binds=[work, TOOLS, PHOTO.parent, backend_config.parent, realtest.HARNESS], env=env,
+            timeout=EDITOR_TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:
         raise ShotError(f"Krita did not finish within {EDITOR_TIMEOUT_S} s") from exc
     report_file = out / "report.json"
