@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -428,3 +429,34 @@ def test_check_still_fails_for_something_broken_when_no_editor_is_found(setup):
     check = run_install(["--check", *args[1:]], env)
     assert check.returncode == 1, check.stdout
     assert " warn " in row(check.stdout, "editors") and "FAIL" in check.stdout
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+
+
+def test_constraints_pin_every_dependency_exactly():
+    """constraints.txt (tools/update_constraints.py) must name every package pyproject.toml asks for, plus
+    mediapipe, with one exact version each: an unpinned one lets pip search again."""
+    from installer.venv import CONSTRAINTS, MEDIAPIPE_SPEC
+    from tests.test_install_venv import wheelhouse_requirements
+
+    lines = [line.strip() for line in CONSTRAINTS.read_text(encoding="utf-8").splitlines()]
+    pins = [line for line in lines if line and not line.startswith("#")]
+    assert all("==" in pin and ";" not in pin for pin in pins), pins
+    pinned = _names(pins)
+    assert len(pinned) == len(pins), "a package is pinned twice"
+    text = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    dev = text.split("\ndev = [", 1)[1].split("]", 1)[0]
+    wanted = _names(wheelhouse_requirements()[1:-1]) | _names(re.findall(r'"([^"]+)"', dev))
+    wanted |= _names([MEDIAPIPE_SPEC])
+    assert wanted - {"torch", "setuptools"} <= pinned, sorted(wanted - pinned)
+    assert "torch" not in pinned  # its own step picks the CPU or CUDA build
+
+
+def test_mediapipe_is_installed_alone_where_it_has_a_wheel():
+    from installer.venv import MEDIAPIPE_SPEC, mediapipe_install_args
+
+    args = mediapipe_install_args((3, 11))
+    assert args[0] == "--no-deps" and args[-1] == MEDIAPIPE_SPEC and "-c" in args
+    assert mediapipe_install_args((3, 13)) == []

@@ -39,7 +39,13 @@ from tests.test_install_support import (
 
 sys.path.insert(0, str(REPO))
 
-from installer.venv import TORCH_FALLBACK_SPEC, torch_install_args  # noqa: E402
+from installer.venv import (  # noqa: E402
+    CONSTRAINTS,
+    MEDIAPIPE_SPEC,
+    TORCH_FALLBACK_SPEC,
+    constraint_args,
+    torch_install_args,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -63,8 +69,11 @@ def wheelhouse_requirements() -> list[str]:
 
 
 def fill_wheelhouse() -> str | None:
-    """Download what wheelhouse_requirements() names, once per change of the list; a skip reason on failure."""
-    wanted = "\n".join(wheelhouse_requirements()) + "\n"
+    """Download what wheelhouse_requirements() names at the versions of constraints.txt, and mediapipe alone (the
+    installer adds it without its dependencies), once per change of the list or the pins; a skip reason on
+    failure."""
+    pins = CONSTRAINTS.read_text(encoding="utf-8") if CONSTRAINTS.is_file() else ""
+    wanted = "\n".join([*wheelhouse_requirements(), MEDIAPIPE_SPEC]) + "\n" + pins
     stamp = WHEELHOUSE / "requirements.txt"
     WHEELHOUSE.mkdir(parents=True, exist_ok=True)
     with open(WHEELHOUSE.parent / (WHEELHOUSE.name + ".lock"), "w") as lock:
@@ -73,8 +82,10 @@ def fill_wheelhouse() -> str | None:
             return None
         pip = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q", "-d", str(WHEELHOUSE)]
         # torch first, the way the installer picks it (never PyPI's CUDA build); the rest then finds it here.
-        steps = [[*pip, *torch_install_args("cpu", print, requirement=TORCH_FALLBACK_SPEC)],
-                 [*pip, "--find-links", str(WHEELHOUSE), *wanted.split("\n")[:-1]]]
+        steps = [[*pip, "--no-deps", *torch_install_args("cpu", print, requirement=TORCH_FALLBACK_SPEC)],
+                 [*pip, *constraint_args(), "--find-links", str(WHEELHOUSE), TORCH_FALLBACK_SPEC,
+                  *wheelhouse_requirements()[1:]],
+                 [*pip, "--no-deps", *constraint_args(), MEDIAPIPE_SPEC]]
         for cmd in steps:
             print("+", " ".join(cmd), flush=True)
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
@@ -131,6 +142,8 @@ def test_fresh_venv_offline_with_the_committed_model(tmp_path):
     first = run_install([*args, "--demo"], env, timeout=2400)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert f"PIP_NO_INDEX is set, using {TORCH_FALLBACK_SPEC}" in first.stdout, first.stdout[-3000:]
+    # The pinned versions leave pip nothing to try (issue #22: it used to walk back through jaxlib releases).
+    assert "looking at multiple versions" not in first.stdout + first.stderr
     python = venv / "bin" / "python"
     conf = json.loads((Path(env["XDG_CONFIG_HOME"]) / "dfimat" / "config.json").read_text())
     assert conf["backend_command"] == [str(python), "-m", "backend", "serve"] and conf["venv"] == str(venv)
