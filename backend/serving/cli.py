@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import pickle
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +21,8 @@ from dfimat_client.config import (
     write_token,
 )
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DEVICES = ("cpu", "cuda")
+LOCAL_RAY = "local"  # --ray without an address
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
@@ -63,6 +61,15 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     batch.add_argument("--text", default="person", help="prompt text used with each person's box")
     batch.add_argument("-o", "--output", type=Path, required=True)
     _engine_args(batch)
+    batch.add_argument("--ray", nargs="?", const=LOCAL_RAY, metavar="ADDRESS",
+                       help="run on Ray (optional extra: pip install \"dfimat[ray]\"): alone, a local Ray with "
+                            "this machine's cores; 'auto', HOST:PORT or ray://HOST:PORT for a running cluster "
+                            "(DIR and OUT must be on storage every node sees; docs/batch.md)")
+    batch.add_argument("--workers", type=int, help="with --ray: how many actors, each holding one loaded model "
+                                                   "(default: one per free CPU, or per GPU share)")
+    batch.add_argument("--gpus-per-worker", type=float, default=0.0,
+                       help="with --ray: GPUs each actor reserves (e.g. 1, or 0.5 for two per GPU); "
+                            "implies --device cuda")
     batch.set_defaults(func=cmd_batch)
 
 
@@ -298,64 +305,17 @@ def cmd_matte(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from backend.runtime.people import matte_people
+    """The batch job (`backend.serving.batch`); with --ray on a Ray cluster (`backend.serving.batch_ray`)."""
+    from backend.serving.batch import BatchOptions, run_local
 
-    if not args.directory.is_dir():
-        print(f"error: {args.directory} is not a folder", file=sys.stderr)
-        return 2
-    files = sorted(p for p in args.directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        print(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) in {args.directory}", file=sys.stderr)
-        return 2
-    engine = load_engine_or_explain(args.weights, args.device)
-    if engine is None:
-        return 2
-    args.output.mkdir(parents=True, exist_ok=True)
-    index: list[dict[str, Any]] = []
-    bar = ProgressBar(len(files))
-    failures = 0
-    for path in files:
-        try:
-            image = read_rgb(path)
-            mattes = matte_people(engine, image, {"text": args.text}, every_person=True)
-        except (ValueError, RuntimeError) as exc:
-            failures += 1
-            index.append({"image": path.name, "error": str(exc), "masks": []})
-            bar.step(f"{path.name}: {exc}")
-            continue
-        masks = []
-        for k, (box, alpha) in enumerate(mattes):
-            out = args.output / f"{path.stem}_person{k:02d}.png"
-            write_alpha(out, alpha)
-            masks.append({"file": out.name, "box": box})
-        index.append({"image": path.name, "masks": masks})
-        bar.step(f"{path.name}: {len(masks)} people")
-    bar.finish()
-    (args.output / "index.json").write_text(json.dumps(index, indent=1))
-    total = sum(len(e["masks"]) for e in index)
-    print(f"wrote {total} mattes for {len(files)} images to {args.output} ({failures} failed)")
-    return 1 if failures == len(files) else 0
+    options = BatchOptions(directory=args.directory, output=args.output, text=args.text, weights=args.weights,
+                           device=args.device)
+    if args.ray is None:
+        if args.workers is not None or args.gpus_per_worker:
+            print("error: --workers and --gpus-per-worker need --ray", file=sys.stderr)
+            return 2
+        return run_local(options)
+    from backend.serving.batch_ray import run_ray
 
-
-class ProgressBar:
-    """A one-line text progress bar on stderr (plain lines when stderr is not a terminal)."""
-
-    def __init__(self, total: int, width: int = 30) -> None:
-        self.total, self.width, self.done = total, width, 0
-        self.start = time.monotonic()
-        self.tty = sys.stderr.isatty()
-
-    def step(self, note: str = "") -> None:
-        self.done += 1
-        filled = round(self.width * self.done / max(1, self.total))
-        rate = self.done / max(1e-9, time.monotonic() - self.start)
-        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} {rate:.2f} img/s {note}"
-        if self.tty:
-            sys.stderr.write("\r" + line[:120].ljust(120))
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-    def finish(self) -> None:
-        if self.tty:
-            sys.stderr.write("\n")
+    return run_ray(options, address=None if args.ray == LOCAL_RAY else args.ray, workers=args.workers,
+                   gpus_per_worker=args.gpus_per_worker)
