@@ -63,11 +63,40 @@ def ensure_venv() -> Path:
     return py
 
 
+def runs_editor_tests(argv: list[str]) -> bool:
+    """The whole suite (no arguments, as CI runs it) or a marker selection that asks for gimp or krita."""
+    if not argv:
+        return True
+    if "-m" in argv[:-1]:
+        expr = argv[argv.index("-m") + 1]
+        return ("gimp" in expr or "krita" in expr) and "not" not in expr
+    return False
+
+
+def prebuild_roots(argv: list[str]) -> subprocess.Popen | None:
+    """Start building the real editors' sandbox roots (tests/editors/sandbox.py, stdlib only) while pip works: a
+    first build takes minutes. The tests wait for it on the roots' file locks; nothing is built that a test would
+    not build itself, and a root that cannot be built here is left to the tests to skip or fail."""
+    if not runs_editor_tests(argv):
+        return None
+    log = ROOT / ".cache" / "sandbox-build.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"+ building the editors' sandbox roots in the background (log: {log})", flush=True)
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", "tests.editors.sandbox"], cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
 def main(argv: list[str]) -> int:
-    py = ensure_venv()
-    run([py, "-m", "ruff", "check", ROOT])
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([str(py), "-m", "pytest", *argv], cwd=ROOT, env=env).returncode
+    builder = prebuild_roots(argv)
+    try:
+        py = ensure_venv()
+        run([py, "-m", "ruff", "check", ROOT])
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        return subprocess.run([str(py), "-m", "pytest", *argv], cwd=ROOT, env=env).returncode
+    finally:
+        if builder is not None:
+            builder.wait()
 
 
 if __name__ == "__main__":

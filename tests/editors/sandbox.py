@@ -74,14 +74,16 @@ def _log(msg: str) -> None:
 
 def install_host_tools() -> None:
     """apt-get the sandbox tools: allowed under CI=true as root only (the caller checks)."""
-    missing = missing_host_tools()
-    if not missing:
-        return
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    _log(f"CI=true: apt-get install {' '.join(missing)} on the host (the only host packages the tests add)")
-    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True)
-    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], check=True, env=env,
-                   capture_output=True)
+    # One lock for both roots: two builds must not run apt-get on the host at once (dpkg's own lock would fail one).
+    with _lock(roots_dir() / "host-tools.lock"):
+        missing = missing_host_tools()
+        if not missing:
+            return
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        _log(f"CI=true: apt-get install {' '.join(missing)} on the host (the only host packages the tests add)")
+        subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], check=True, env=env,
+                       capture_output=True)
 
 
 def host_mirror() -> str:
