@@ -1,0 +1,105 @@
+"""The people finder (backend.runtime.finder): merging, per-pixel assignment of contested pixels, and the whole finder
+on the committed two-person fixture (tests/fixtures/person_nets/astronaut-pair.jpg, see tests/fixtures/README.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from backend.runtime import finder as F
+from backend.runtime.person_nets import Pose
+
+REPO = Path(__file__).resolve().parents[1]
+PAIR = REPO / "tests" / "fixtures" / "person_nets" / "astronaut-pair.jpg"
+
+
+def standing_keypoints(cx: float, top: float, height: float, score: float = 0.9) -> np.ndarray:
+    """17 COCO keypoints of a person standing upright, centred at ``cx``."""
+    rel = [(0, 0.05), (-0.02, 0.04), (0.02, 0.04), (-0.04, 0.05), (0.04, 0.05), (-0.1, 0.2), (0.1, 0.2),
+           (-0.14, 0.35), (0.14, 0.35), (-0.15, 0.48), (0.15, 0.48), (-0.07, 0.52), (0.07, 0.52), (-0.07, 0.73),
+           (0.07, 0.73), (-0.07, 0.95), (0.07, 0.95)]
+    return np.array([(cx + dx * height, top + dy * height, score) for dx, dy in rel], np.float32)
+
+
+def test_a_nanodet_box_and_a_movenet_pose_of_one_person_merge() -> None:
+    boxes = np.array([[100, 50, 200, 350], [400, 60, 480, 300]], np.float32)
+    scores = np.array([0.8, 0.5], np.float32)
+    poses = [Pose(standing_keypoints(150, 50, 300), np.array([105, 45, 195, 355], np.float32), 0.6),
+             Pose(standing_keypoints(700, 50, 300), np.array([650, 45, 750, 355], np.float32), 0.4)]
+    people = F.merge_detections(boxes, scores, poses, F.FinderOptions())
+    assert [p.source for p in people] == ["both", "nanodet", "movenet"]
+    assert people[0].box == (100.0, 50.0, 200.0, 350.0) and people[0].score == pytest.approx(0.8)
+    assert people[0].keypoints is not None and people[1].keypoints is None
+
+
+def test_a_small_box_inside_a_big_one_does_not_take_its_keypoints() -> None:
+    # A child's box in front of an adult: the adult's keypoints are not the child's even where boxes overlap a bit.
+    boxes = np.array([[120, 250, 180, 350]], np.float32)
+    poses = [Pose(standing_keypoints(150, 0, 350), np.array([100, 0, 200, 350], np.float32), 0.6)]
+    people = F.merge_detections(boxes, np.array([0.7], np.float32), poses, F.FinderOptions())
+    assert sorted(p.source for p in people) == ["movenet", "nanodet"]
+
+
+def person_with_mask(box: tuple, rect: tuple, value: float, keypoints: np.ndarray | None) -> F.Person:
+    x0, y0, x1, y1 = rect
+    return F.Person(box, 0.9, keypoints, np.full((y1 - y0, x1 - x0), value, np.float32), rect)
+
+
+def test_contested_pixels_go_to_one_person_by_probability_then_distance() -> None:
+    # Two people side by side, both masks claiming the whole strip between them.
+    a = person_with_mask((10, 0, 50, 100), (0, 0, 70, 100), 0.9, standing_keypoints(30, 0, 100))
+    b = person_with_mask((50, 0, 90, 100), (30, 0, 100, 100), 0.9, standing_keypoints(70, 0, 100))
+    a.mask[80:, 40:50] = 0.55  # a is barely sure near its feet on columns 40..50, b is sure
+    b.mask[80:, 10:20] = 1.0
+    F.resolve_overlaps([a, b])
+    fa, fb = a.full_mask(100, 100) >= 0.5, b.full_mask(100, 100) >= 0.5
+    assert not (fa & fb).any()
+    assert fa[50, 40] and not fb[50, 40]  # equal probability: nearer a's skeleton
+    assert fb[50, 60] and not fa[50, 60]
+    assert fb[90, 45] and not fa[90, 45]  # a clearly higher probability beats a slightly shorter distance
+    assert fa[50, 5] and fb[50, 95]  # uncontested pixels stay
+
+
+def test_a_duplicate_find_of_one_person_is_dropped() -> None:
+    a = person_with_mask((10, 0, 50, 100), (0, 0, 60, 100), 0.9, None)
+    b = person_with_mask((12, 5, 48, 95), (2, 2, 58, 98), 0.8, standing_keypoints(30, 0, 100))
+    b.source = "movenet"
+    kept = F.merge_duplicates([a, b], 0.6)
+    assert kept == [a] and a.source == "both" and a.keypoints is not None
+
+
+def test_full_mask_pastes_the_crop() -> None:
+    p = person_with_mask((2, 3, 5, 7), (2, 3, 5, 7), 0.7, None)
+    full = p.full_mask(10, 10)
+    assert full.shape == (10, 10) and full[3:7, 2:5].min() == pytest.approx(0.7) and full.sum() == pytest.approx(8.4)
+
+
+@pytest.fixture(scope="module")
+def pair() -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(PAIR), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def test_the_finder_keeps_two_neighbours_apart(pair: np.ndarray) -> None:
+    people = F.PeopleFinder(threads=1).find(pair)
+    assert len(people) == 2
+    h, w = pair.shape[:2]
+    masks = [p.full_mask(h, w) >= 0.5 for p in people]
+    assert not (masks[0] & masks[1]).any()
+    # Each mask lies on one side of the seam (the left person is the mirrored copy), one on each side.
+    left_share = [m[:, : w // 2].sum() / m.sum() for m in masks]
+    assert sorted(round(s) for s in left_share) == [0, 1]
+    assert all(min(s, 1 - s) < 0.02 for s in left_share)
+    for p, m in zip(people, masks, strict=True):
+        assert p.source == "both" and p.keypoints is not None and p.keypoints.shape == (17, 3)
+        assert m.sum() > 0.25 * h * (w // 2)  # a bust filling much of its half
+        x0, y0, x1, y1 = p.box
+        ys, xs = np.nonzero(m)
+        assert x0 - 10 <= xs.mean() <= x1 + 10 and y0 - 10 <= ys.mean() <= y1 + 10
+
+
+def test_find_people_checks_its_input() -> None:
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        F.find_people(np.zeros((10, 10), np.uint8))
