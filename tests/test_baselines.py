@@ -74,7 +74,7 @@ def test_bad_images_and_names():
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pennfudan-sample"
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason="shared data not present")
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"needs the data set pennfudan-sample at {DATA} (beside the clone; research use only, so not committed)")
 def test_mediapipe_on_a_real_photo():
     pytest.importorskip("mediapipe")
     from backend.data import load_set, person_targets, read_image

@@ -18,7 +18,7 @@ from backend.data import (
 )
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_data = pytest.mark.skipif(not (DATA / "coco128-persons").is_dir(), reason="shared data not present")
+needs_data = pytest.mark.skipif(not (DATA / "coco128-persons").is_dir(), reason="needs the data set coco128-persons in ../shared/data (beside the clone; the data folder's README says what each set is)")
 
 
 def make_set(tmp_path: Path, kind: str, labels: np.ndarray, name: str = "tiny", alpha: bool = False) -> Path:

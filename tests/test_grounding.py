@@ -131,7 +131,7 @@ def test_detector_finds_a_person_from_the_face():
 
 
 @pytest.mark.skipif(not default_weights().is_file(), reason="committed weights missing")
-@pytest.mark.skipif(not (PENNFUDAN / "manifest.json").is_file(), reason="../shared/data not available")
+@pytest.mark.skipif(not (PENNFUDAN / "manifest.json").is_file(), reason=f"needs the data set pennfudan-sample at {PENNFUDAN} (beside the clone; research use only, so not committed)")
 def test_engine_text_only_round_selects_the_named_person():
     """Penn-Fudan's first photo (held out from training): two pedestrians; each generated expression must give a
     matte that overlaps the named person more than the other (IoU >= 0.5, the eval's hit rule)."""

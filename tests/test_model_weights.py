@@ -32,7 +32,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.skipif(not default_weights().is_file(), reason="committed weights missing")
-@pytest.mark.skipif(not (PENNFUDAN / "manifest.json").is_file(), reason="../shared/data not available")
+@pytest.mark.skipif(not (PENNFUDAN / "manifest.json").is_file(), reason=f"needs the data set pennfudan-sample at {PENNFUDAN} (beside the clone; research use only, so not committed)")
 def test_one_box_selects_the_right_person():
     engine = Engine.load(device="cpu")
     assert engine.model.selector is not None, "the committed weights carry the trained query selector"
@@ -56,3 +56,28 @@ def test_one_box_selects_the_right_person():
         engine.close(sid)
     assert len(scores) >= 4
     assert float(np.median(scores)) >= MEDIAN_IOU, scores
+
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "two-people"
+# Measured with the committed weights: 0.975 for either person (the bare box rectangle: 0.55). The fixture is easy
+# (clean edges, a plain backdrop, people apart), so this only says the weights load and answer a box with its
+# person, in every clone; the Penn-Fudan test above is the harder real-photo check where that set is present.
+FIXTURE_IOU = 0.9
+
+
+@pytest.mark.skipif(not default_weights().is_file(), reason="committed weights missing")
+def test_one_box_selects_the_right_person_on_the_committed_fixture():
+    engine = Engine.load(device="cpu")
+    item = data.load_set(FIXTURE).items[0]
+    image = data.read_image(item.image_path)
+    people = data.person_targets(item).people()
+    assert len(people) == 2
+    sid = engine.open(image)
+    for k, mask in enumerate(people):
+        ys, xs = np.nonzero(mask)
+        engine.reset(sid)
+        pred = engine.predict(sid, {"box": [float(xs.min()), float(ys.min()), float(xs.max() + 1),
+                                            float(ys.max() + 1)]}) > 0.5
+        own, other = _iou(pred, mask), _iou(pred, people[1 - k])
+        assert own >= FIXTURE_IOU and other < 0.01, (k, own, other)
+    engine.close(sid)

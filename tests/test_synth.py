@@ -627,7 +627,7 @@ def test_cli_reports_errors_and_writes_sets(tmp_path, capsys):
     assert "held-out" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not (default_data_root() / "ccp-fashion").is_dir(), reason="../shared/data not present")
+@pytest.mark.skipif(not (default_data_root() / "ccp-fashion").is_dir(), reason=f"needs the data set ccp-fashion at {default_data_root()} (beside the clone)")
 def test_real_data_smoke(tmp_path):
     m = generate_set(tmp_path / "real", 3, 11, "realistic", default_data_root(), max_side=320)
     assert [it["persons"] >= 2 for it in m["items"]] == [True] * 3

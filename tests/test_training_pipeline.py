@@ -18,7 +18,7 @@ DATA = REPO.parent / "shared" / "data"
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not (DATA / "ccp-fashion" / "manifest.json").is_file(),
-                       reason=f"needs the real training sets in {DATA}"),
+                       reason=f"needs the real training sets (ccp-fashion and the others) in {DATA}, beside the clone"),
 ]
 
 
