@@ -1,27 +1,42 @@
 """The engine's switches: one options object, read from the environment in one place, and the rules each round
 went through."""
 
+from dataclasses import fields
+
 import numpy as np
 import pytest
 
 from backend.dfimat.model import build_tiny_checkpoint
 from backend.runtime.engine import Engine
-from backend.runtime.options import ENV_VARS, EngineOptions
+from backend.runtime.options import ENV_VARS, FINDERS, EngineOptions
+
+SWITCHES = [f.name for f in fields(EngineOptions) if isinstance(f.default, bool)]
 
 
-def test_every_switch_has_one_variable_and_defaults_on():
-    assert set(ENV_VARS) == set(EngineOptions.__dataclass_fields__)
-    assert all(getattr(EngineOptions(), name) is True for name in ENV_VARS)
+def test_every_option_has_one_variable():
+    assert set(ENV_VARS) == {f.name for f in fields(EngineOptions)}
     assert len(set(ENV_VARS.values())) == len(ENV_VARS)
 
 
-@pytest.mark.parametrize("word,value", [("0", False), ("off", False), ("No", False), ("1", True), ("on", True),
-                                        ("maybe", True), ("", True)])
-def test_from_env_reads_each_variable(word, value):
-    for name, var in ENV_VARS.items():
-        opts = EngineOptions.from_env({var: word})
+@pytest.mark.parametrize("word,value", [("0", False), ("off", False), ("No", False), ("1", True), ("on", True)])
+def test_from_env_reads_each_switch(word, value):
+    default = EngineOptions()
+    for name in SWITCHES:
+        opts = EngineOptions.from_env({ENV_VARS[name]: word})
         assert getattr(opts, name) is value
-        assert all(getattr(opts, other) is True for other in ENV_VARS if other != name)
+        assert all(getattr(opts, other) == getattr(default, other) for other in ENV_VARS if other != name)
+
+
+@pytest.mark.parametrize("word", ["maybe", ""])
+def test_an_unrecognised_word_keeps_the_default(word):
+    assert EngineOptions.from_env({ENV_VARS[name]: word for name in SWITCHES}) == EngineOptions()
+
+
+def test_the_finder_is_named_and_checked():
+    for kind in FINDERS:
+        assert EngineOptions.from_env({"DFIMAT_FINDER": kind.upper()}).finder == kind
+    with pytest.raises(ValueError, match="finder"):
+        EngineOptions.from_env({"DFIMAT_FINDER": "yolo"})
 
 
 def test_overrides_keep_none_and_refuse_unknown_names():
@@ -48,7 +63,8 @@ def test_load_takes_options_env_then_keywords(weights, monkeypatch):
 
 def test_rules_are_recorded_per_round_and_cleared_by_reset(weights):
     engine = Engine.load(device="cpu", weights=weights, runtime="torch",
-                         options=EngineOptions(pose_prior=False, take_out_others=False, text_grounding=False))
+                         options=EngineOptions(pose_prior=False, take_out_others=False, text_grounding=False,
+                                               box_prior_fallback=False))
     sid = engine.open(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8))
     engine.predict(sid, {"box": [10, 5, 50, 55]})
     engine.predict(sid, {"clicks": [[30, 30, True]]})

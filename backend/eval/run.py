@@ -73,6 +73,7 @@ UNMATCHED_IOU = 0.3  # a matte this far from every labelled person (and not on i
 HIT_IOU = 0.5
 STOP_IOU = 0.90
 MIN_CLICKS = 5
+DROP_IOU = 0.02  # a corrective round that loses more than this IoU made the matte worse (`drop_share`)
 # Targets by their share of the image: held-out photos are mostly small people (median 5 %), the training data
 # mostly large ones, and a single mean hides which of them a change helps.
 SIZE_BINS = ((0.0, 0.03, "<3%"), (0.03, 0.10, "3-10%"), (0.10, 1.01, ">=10%"))
@@ -143,6 +144,8 @@ def _run_clicks(m: _Timed, sid: str, gt: np.ndarray, rng: np.random.Generator, i
             prompts = {"clicks": [[c.x, c.y, c.positive] for c in clicks]}
             alpha = m.predict(sid, prompts, "clicks", n)
             _count_obeyed(run, alpha, RoundPrompts(clicks=tuple(clicks)))
+            # Which way each round's click pointed, to study the rounds that made the matte worse.
+            run.extra.setdefault("click_signs", []).append([bool(c.positive) for c in clicks])
         # else: nothing left to correct; the prediction stands
         run.ious.append(iou(alpha, gt, ignore))
         if n == min(MIN_CLICKS, max_clicks):
@@ -368,6 +371,13 @@ def by_size(mode: str, recs: list[dict], max_clicks: int) -> list[dict]:
     return out
 
 
+def drop_share(runs: Sequence[Sequence[float]], by: float = DROP_IOU) -> float | None:
+    """Share of corrective rounds (round 2 on) whose IoU is more than ``by`` below the round before: how often a
+    correction made the matte worse."""
+    steps = [(a, b) for r in runs for a, b in zip(r[:-1], r[1:], strict=True)]
+    return sum(1 for a, b in steps if b < a - by) / len(steps) if steps else None
+
+
 def summarise(records: list[dict], times: list[dict], opens: list[float], cfg: EvalConfig,
               unsupported: set[str] = frozenset()) -> dict:
     """Per-mode means of the per-target records, plus timing."""
@@ -386,12 +396,15 @@ def summarise(records: list[dict], times: list[dict], opens: list[float], cfg: E
             s["found"] = _mean([float(r[0] >= HIT_IOU) for r in runs])
             s["mattes"] = sum(r.get("mattes", 0) for r in recs)
             s["unmatched"] = sum(r.get("unmatched", 0) for r in recs)
+            images = sum(1 for r in recs if "mattes" in r)
+            s["false_per_image"] = s["unmatched"] / images if images else None
         elif mode == "clicks":
             for n in (1, 3, 5):
                 s[f"iou@{n}"] = _mean([iou_after(r, n) for r in runs])
             s["noc85"] = _mean([noc(r, 0.85, cfg.max_clicks) for r in runs])
             s["noc90"] = _mean([noc(r, 0.90, cfg.max_clicks) for r in runs])
             s["curve"] = _curve(runs, cfg.max_clicks)
+            s["drops"] = drop_share(runs)
         elif mode == "text":
             hits = [h for r in recs for h in r["hits"]]
             s["iou"] = _mean([v for r in runs for v in r])
@@ -447,12 +460,13 @@ def format_table(report: dict, title: str = "") -> str:
             iou_text = f"box {_f(s['iou'])}"
         elif mode == "clicks":
             iou_text = (f"@1 {_f(s['iou@1'])} @3 {_f(s['iou@3'])} @5 {_f(s['iou@5'])} "
-                        f"NoC85 {_f(s['noc85'], '{:.1f}')} NoC90 {_f(s['noc90'], '{:.1f}')}")
+                        f"NoC85 {_f(s['noc85'], '{:.1f}')} NoC90 {_f(s['noc90'], '{:.1f}')} "
+                        f"drops {_f(s.get('drops'), '{:.1%}')}")
         elif mode == "text":
             iou_text = f"IoU {_f(s['iou'])} hit {_f(s['hit_rate'], '{:.0%}')} ({s['expressions']} expr)"
         elif mode == "people":
             iou_text = (f"best {_f(s['iou'])} found {_f(s['found'], '{:.0%}')} mattes {s['mattes']} "
-                        f"({s['unmatched']} unmatched)")
+                        f"({s['unmatched']} unmatched, {_f(s.get('false_per_image'), '{:.2f}')}/image)")
         else:
             iou_text = "rounds " + " ".join(f"{v:.3f}" for v in s["curve"])
         lines.append(

@@ -478,11 +478,14 @@ class Engine:
                     fine = focused[1].copy()
                     _cut_to(fine, self._grid_rect(support, focused[0], fine.shape[0]))
                     focused = (focused[0], fine)
-            if self.options.take_out_others and history.box is not None and history.text is None:
+            positives = [(x, y) for x, y, p in points(history.merged()) if p]
+            if self.options.take_out_others and (
+                    (history.box is not None and history.text is None)
+                    or (self.options.take_out_without_box and history.box is None and positives)):
                 # Corrective rounds keep the others out (without it the neighbour came back with the first click),
                 # except anyone a positive mark asks for.
-                positives = [(x, y) for x, y, p in points(history.merged()) if p]
-                if take_out_others(alpha, self._people_masks(s), s.found_shape, positives):
+                if take_out_others(alpha, self._people_masks(s), s.found_shape, positives,
+                                   marked_is_target=history.box is None):
                     fired.append("take_out_others")
             if self.options.keep_marks and (history.clicks or history.scribbles):
                 # Without a box the person is where the positive marks are; with one, two parts inside it may both
@@ -544,11 +547,29 @@ class Engine:
         except Exception:  # a native model failing on one image must not cost the user the round
             log.exception("the pose prior failed on this image; the ISCN answers alone")
             return None
+        if mask.max() <= 0.5 and prompts.box is not None and self.options.box_prior_fallback:
+            # mediapipe's own detector found nobody in the box's crops (a person cut by the frame, seen from behind,
+            # in a crowd): BlazePose segments whoever is centred on the box instead.
+            mask = self._centred_person(small, prompts.box.scaled(f, f) if f < 1.0 else prompts.box)
         # The pose model segments the most prominent person of a crop: a mask that holds none of the user's positive
         # marks is someone else (a click on a small person beside a large one), and must not outvote the ISCN.
         if any(p for _, _, p in points(prompts)) and not covers_a_positive(mask, prompts.scaled(f, f)):
             return None
         return (mask, f) if mask.max() > 0.5 else None
+
+    @staticmethod
+    def _centred_person(image: np.ndarray, box: Box) -> np.ndarray:
+        """BlazePose-full's mask of the person centred on ``box`` (image pixels), as an H x W float32 mask; zeros
+        when the person networks cannot run."""
+        from backend.runtime.person_nets import BlazePoseSeg
+
+        h, w = image.shape[:2]
+        try:
+            (found,) = BlazePoseSeg(threads=torch.get_num_threads())(image, np.array([box.as_list()], np.float32))
+        except Exception:  # a missing or failing model must not cost the user the round
+            log.exception("the BlazePose prior failed on this image")
+            return np.zeros((h, w), np.float32)
+        return found.full(h, w)
 
     def _found_people(self, s: _Session) -> list[Candidate]:
         """The people in the session's image, found and described once (an empty list without mediapipe)."""
@@ -569,19 +590,19 @@ class Engine:
     def detect_people(self, image: np.ndarray) -> list[list[float]]:
         """Boxes of everyone the people finder sees in ``image`` (the every-person split's finder,
         `backend.runtime.people.default_detector`), with this engine's finder options."""
-        from backend.runtime.people import pose_detector
+        from backend.runtime.people import people_finder
 
-        found = pose_detector().find(to_rgb_uint8(image), tiles=self.options.finder_tiles,
-                                     faces=self.options.finder_faces)
+        found = people_finder(self.options.finder).find(to_rgb_uint8(image), tiles=self.options.finder_tiles,
+                                                        faces=self.options.finder_faces)
         return [box for box, _ in found.people]
 
     def _find(self, s: _Session, **kw: bool) -> Found | None:
         """Run the people finder on the session's image and keep its masks in the session; None when it cannot run
         (mediapipe missing: its users are switched off) or fails on this image (nobody found)."""
-        from backend.runtime.people import pose_detector
+        from backend.runtime.people import people_finder
 
         try:
-            detector = pose_detector()
+            detector = people_finder(self.options.finder)
         except RuntimeError as exc:  # mediapipe missing: the networks answer alone
             log.warning("text grounding and taking other people out are off: %s", exc)
             self.options = self.options.with_overrides(text_grounding=False, take_out_others=False)

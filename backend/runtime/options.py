@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 
+FINDERS = ("mediapipe", "nets", "both")
 _ON = ("1", "true", "on", "yes")
 _OFF = ("0", "false", "off", "no")
 
@@ -33,20 +34,37 @@ class EngineOptions:
     finder_tiles: bool = True
     # ... and in body-shaped crops hung from faces no find covers yet: validation composites 72.4 -> 78.5 % found.
     finder_faces: bool = True
+    # Who finds the people (`FINDERS`): "mediapipe" (its pose model, one person per pass),
+    # "nets" (NanoDet + MoveNet + BlazePose masks, models/person/) or "both".
+    finder: str = "mediapipe"
+    # Other people out of the matte in sessions without a box too (clicks, strokes, text + marks).
+    take_out_without_box: bool = False
+    # A box whose crops mediapipe finds nobody in gets BlazePose's mask of the person centred on the box as its prior.
+    box_prior_fallback: bool = False
+
+    def __post_init__(self) -> None:
+        if self.finder not in FINDERS:
+            raise ValueError(f"finder must be one of {', '.join(FINDERS)}, got {self.finder!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EngineOptions:
         """The defaults, each overridden by its variable (`ENV_VARS`) when set to a recognised on/off word."""
         env = os.environ if environ is None else environ
-        return cls(**{f.name: env_flag(ENV_VARS[f.name], f.default, env) for f in fields(cls)})
+        values = {}
+        for f in fields(cls):
+            if isinstance(f.default, bool):
+                values[f.name] = env_flag(ENV_VARS[f.name], f.default, env)
+            else:
+                values[f.name] = env.get(ENV_VARS[f.name], "").strip().lower() or f.default
+        return cls(**values)
 
-    def with_overrides(self, **switches: bool | None) -> EngineOptions:
+    def with_overrides(self, **switches: bool | str | None) -> EngineOptions:
         """A copy with the given switches set; None leaves a switch as it is (the keyword arguments of
         `Engine.load`)."""
         unknown = set(switches) - {f.name for f in fields(self)}
         if unknown:
             raise TypeError(f"unknown engine option(s): {', '.join(sorted(unknown))}")
-        return replace(self, **{k: bool(v) for k, v in switches.items() if v is not None})
+        return replace(self, **{k: v for k, v in switches.items() if v is not None})
 
 
 ENV_VARS = {
@@ -57,6 +75,9 @@ ENV_VARS = {
     "text_grounding": "DFIMAT_TEXT_GROUNDING",
     "finder_tiles": "DFIMAT_FINDER_TILES",
     "finder_faces": "DFIMAT_FINDER_FACES",
+    "finder": "DFIMAT_FINDER",
+    "take_out_without_box": "DFIMAT_TAKE_OUT_WITHOUT_BOX",
+    "box_prior_fallback": "DFIMAT_BOX_PRIOR_FALLBACK",
 }
 
 

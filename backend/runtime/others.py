@@ -69,17 +69,21 @@ class FoundPerson:
         return out
 
 
-def others_mask(selected: np.ndarray, people: Sequence[FoundPerson], spared: Collection[int] = ()) -> np.ndarray | None:
+def others_mask(selected: np.ndarray, people: Sequence[FoundPerson], spared: Collection[int] = (),
+                marked_is_target: bool = False) -> np.ndarray | None:
     """Where the other found people are, on the finder's picture (the shape of ``selected``, the matte > 0.5 there),
     minus the target's grown find and the finds indexed in ``spared``; None when fewer than two people were found or
-    no find is the matte's."""
+    no find is the matte's. With ``marked_is_target``, a matte that matches no find well (it spans the target and a
+    neighbour) takes the spared find it overlaps most as the target: the user's click said who it is."""
     if len(people) < 2:
         return None
     area = int(np.count_nonzero(selected))
     ious = [p.iou(selected, area) for p in people]
     target = int(np.argmax(ious))
     if ious[target] < MIN_TARGET_IOU:
-        return None
+        if not (marked_is_target and spared):
+            return None
+        target = max(spared, key=lambda i: ious[i])
     goal = people[target]
     # Every mask stays within its rectangle: this runs in every round of a box session (7.5 -> 0.4 ms at 1 MP with six
     # finds; pasting each find into a full-size mask was most of it).
@@ -115,17 +119,17 @@ def marked(people: Sequence[FoundPerson], positives: Sequence[tuple[float, float
 
 
 def take_out_others(alpha: np.ndarray, people: Sequence[FoundPerson], picture_shape: tuple[int, int],
-                    positives: Sequence[tuple[float, float]] = ()) -> bool:
+                    positives: Sequence[tuple[float, float]] = (), marked_is_target: bool = False) -> bool:
     """Zero ``alpha`` (H x W, in place) on the found people other than the one it selects and those under one of the
     ``positives`` (image pixels); ``people`` are on the finder's picture of ``picture_shape`` (the photo, possibly
-    downscaled). True when anything was taken out."""
+    downscaled). True when anything was taken out. ``marked_is_target``: see `others_mask`."""
     if len(people) < 2:
         return False
     h, w = alpha.shape
     ph, pw = picture_shape
     on_picture = alpha if (ph, pw) == (h, w) else cv2.resize(alpha, (pw, ph), interpolation=cv2.INTER_AREA)
     spared = marked(people, positives, (pw / w, ph / h)) if positives else set()
-    out = others_mask(on_picture > 0.5, people, spared)
+    out = others_mask(on_picture > 0.5, people, spared, marked_is_target)
     if out is None:
         return False
     if (ph, pw) == (h, w):

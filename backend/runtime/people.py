@@ -17,6 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from backend.runtime.options import FINDERS
 from backend.runtime.pose_prior import MIN_CROP, PoseOnCrop
 
 MAX_PEOPLE = 12
@@ -190,17 +191,85 @@ def _box_of(mask: np.ndarray, scale: float, width: int, height: int) -> list[flo
             float(min(width - 1.0, x1 + px)), float(min(height - 1.0, y1 + py))]
 
 
+class NetsDetector:
+    """The person networks' finder (`backend.runtime.finder`: NanoDet + MoveNet boxes, a BlazePose mask each,
+    contested pixels given to one person) behind `PoseDetector.find`'s interface, so text grounding, the take-out
+    and the every-person split use either. With ``mediapipe`` also set, mediapipe's finds that no network find
+    already covers are added (``kind`` "both")."""
+
+    def __init__(self, mediapipe: PoseDetector | None = None) -> None:
+        from backend.runtime.finder import PeopleFinder
+
+        self._finder = PeopleFinder(threads=_threads())
+        self._mediapipe = mediapipe
+        self._lock = threading.Lock()
+
+    def __call__(self, image: np.ndarray) -> list[list[float]]:
+        return [box for box, _ in self.find(image).people]
+
+    def find(self, image: np.ndarray, tiles: bool = True, faces: bool = True) -> Found:
+        """Everyone found in ``image``; ``tiles`` and ``faces`` steer only the mediapipe finds of "both"."""
+        height, width = image.shape[:2]
+        scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
+        size = (round(width * scale), round(height * scale))
+        with self._lock:
+            found = self._finder.find(image)
+        people: list[tuple[list[float], np.ndarray]] = []
+        for person in found[:MAX_PEOPLE]:
+            mask = person.full_mask(height, width)
+            small = (cv2.resize(mask, size, interpolation=cv2.INTER_AREA) if scale < 1.0 else mask) >= 0.5
+            if small.mean() < MIN_MASK_FRACTION:
+                continue
+            people.append((_box_of(small, scale, width, height), small))
+        if self._mediapipe is not None and len(people) < MAX_PEOPLE:
+            extra = self._mediapipe.find(image, tiles=tiles, faces=faces)
+            for box, mask in extra.people:
+                if not any(_overlap(mask, m) > DUPLICATE_OVERLAP for _, m in people):
+                    people.append((box, mask))
+            return Found(small=extra.small, people=people[:MAX_PEOPLE])
+        small_image = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if scale < 1.0 else image.copy()
+        return Found(small=small_image, people=people)
+
+
+def _threads() -> int | None:
+    """The person networks run on as many threads as torch does (the engine's own setting), so one knob rules."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.get_num_threads()
+
+
+_finders: dict[str, Any] = {}
+
+
+def people_finder(kind: str = "nets") -> PoseDetector | NetsDetector:
+    """The process-wide finder of ``kind`` (`FINDERS`): the person networks, mediapipe's pose model, or both."""
+    if kind not in FINDERS:
+        raise ValueError(f"finder must be one of {', '.join(FINDERS)}, got {kind!r}")
+    if kind == "mediapipe":
+        return pose_detector()
+    with _default_lock:
+        if kind not in _finders:
+            _finders[kind] = NetsDetector(_pose_detector_held() if kind == "both" else None)
+        return _finders[kind]
+
+
 _default: PoseDetector | None = None
 _default_lock = threading.Lock()
 
 
+def _pose_detector_held() -> PoseDetector:
+    global _default
+    if _default is None:
+        _default = PoseDetector()
+    return _default
+
+
 def pose_detector() -> PoseDetector:
     """The process-wide mediapipe PoseDetector, made on first use (its graph takes ~0.5 s to build)."""
-    global _default
     with _default_lock:
-        if _default is None:
-            _default = PoseDetector()
-        return _default
+        return _pose_detector_held()
 
 
 def default_detector(engine: Any = None) -> Detector:
