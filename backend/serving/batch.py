@@ -151,7 +151,8 @@ def matte_image(engine: Any, source: Path, output: Path, text: str, job: str,
     if image is None:
         return {**entry, "error": f"cannot read image {source.name}: not an image or damaged"}
     try:
-        mattes = matte_people(engine, image, {"text": text}, every_person=True, detector=detector)
+        # An empty --text means the finder's boxes alone (the engine refuses an empty string as a prompt).
+        mattes = matte_people(engine, image, {"text": text or None}, every_person=True, detector=detector)
         stem = source.stem
         for k, (box, alpha) in enumerate(mattes):
             png = encode_png(alpha)
@@ -199,7 +200,9 @@ class ImageWorker:
         self.detector = detector
         weights = resolve_weights(options.weights)
         try:
-            self.engine = load_engine(str(weights), options.device)
+            # Libraries print while loading (efficientnet's "Loaded pretrained weights"); stdout is the summary's.
+            with contextlib.redirect_stdout(sys.stderr):
+                self.engine = load_engine(str(weights), options.device)
             weights_sha = hashlib.sha256(weights.read_bytes()).hexdigest()
         except Exception as exc:  # torch's loading errors have many types; their first line names the problem
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
