@@ -93,6 +93,7 @@ from backend.runtime.pose_prior import (
     mix_prior,
     pose_mask,
     prior_on_rect,
+    release_prior,
 )
 
 log = logging.getLogger(__name__)
@@ -444,7 +445,8 @@ class Engine:
             else:
                 kept = s.kept_prior
                 if kept is not None and not agrees_with_all(kept[0], new.scaled(kept[1], kept[1])):
-                    kept = None
+                    # The user is correcting the prior: where they point (or, before, everywhere).
+                    kept = release_prior(kept, own, s.letterbox, new) if self.options.release_prior else None
                 late_prior = kept
                 if kept is not None:
                     fired.append("kept_prior")

@@ -41,6 +41,9 @@ class EngineOptions:
     take_out_without_box: bool = False
     # A box whose crops mediapipe finds nobody in gets BlazePose's mask of the person centred on the box as its prior.
     box_prior_fallback: bool = False
+    # A corrective mark that contradicts the kept pose prior releases it only where the mark points (the region where
+    # prior and ISCN disagree around the mark), instead of dropping the whole prior.
+    release_prior: bool = False
 
     def __post_init__(self) -> None:
         if self.finder not in FINDERS:
@@ -78,6 +81,7 @@ ENV_VARS = {
     "finder": "DFIMAT_FINDER",
     "take_out_without_box": "DFIMAT_TAKE_OUT_WITHOUT_BOX",
     "box_prior_fallback": "DFIMAT_BOX_PRIOR_FALLBACK",
+    "release_prior": "DFIMAT_RELEASE_PRIOR",
 }
 
 

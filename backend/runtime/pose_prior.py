@@ -160,6 +160,31 @@ def pose_mask(prompts: RoundPrompts, width: int, height: int, on_crop: Callable[
     return best.copy()
 
 
+def release_prior(prior: tuple[np.ndarray, float], own: np.ndarray, lb: Letterbox,
+                  prompts: RoundPrompts) -> tuple[np.ndarray, float]:
+    """The kept prior with what a contradicting mark points at handed back to the ISCN: the region where the prior
+    and the ISCN's new grid ``own`` (G x G on ``lb``'s square, the whole image) disagree and the mark lies is set to
+    0.5 (no opinion, so the join leaves the ISCN's answer there); where the ISCN contradicts the mark too, a disk of
+    one grid cell around it. Elsewhere the prior keeps the detail the user saw in the earlier rounds (dropping it
+    whole made the matte worse after a correction)."""
+    mask, f = prior
+    h, w = mask.shape
+    iscn = lb.square_to_crop(own, (0, 0, lb.width, lb.height), (h, w))
+    disagree = ((iscn > 0.5) != (mask > 0.5)).astype(np.uint8)
+    _, labels = cv2.connectedComponents(disagree, connectivity=8)
+    out = mask.copy()
+    cell = max(1, int(round(lb.size / own.shape[0] / lb.scale * f)))
+    for x, y, positive in points(prompts.scaled(f, f)):
+        r, c = pixel(mask.shape, x, y)
+        if (mask[r, c] > 0.5) == positive:
+            continue
+        if labels[r, c]:
+            out[labels == labels[r, c]] = 0.5
+        else:
+            cv2.circle(out, (c, r), cell, 0.5, -1)
+    return out, f
+
+
 # -- joining the prior with the network's mask --------------------------------------------------------------------
 def mix_prior(grid: np.ndarray, prior: tuple[np.ndarray, float], lb: Letterbox) -> np.ndarray:
     """`grid` (G x G probability on `lb`'s square: whole image or focus region) joined with the pose prior sampled
