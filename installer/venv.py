@@ -234,7 +234,7 @@ def ensure_venv(venv: Path, device: str, log=print) -> None:
                 "python3-venv (sudo apt-get install python3-venv) and rerun"
             ) from exc
     pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check"]
-    _run([*pip, "-q", "--upgrade", "pip"], log)
+    _run([*pip, "-q", *constraint_args(), "--upgrade", "pip"], log)
     has_torch = can_import(python, "torch")
     quiet = ["-q"] if has_torch else []  # a first install shows pip's progress; an update only its errors
     # torch alone (the build the device needs, from wherever torch_install_args finds it); its own dependencies
