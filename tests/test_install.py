@@ -359,14 +359,29 @@ def _pip_tail(cmd: list[str]) -> list[str]:
     return [c for c in cmd[i + 1:] if c not in ("--disable-pip-version-check", "-q")]
 
 
+def _pinned(*args: str) -> list[str]:
+    """``pip install`` with the constraints file in front of ``args`` (the installer's order)."""
+    from installer import venv
+
+    return ["install", "-c", str(venv.CONSTRAINTS), *args]
+
+
+def _mediapipe() -> list[list[str]]:
+    """The last install step: mediapipe alone, where it has a wheel (issue #22)."""
+    from installer import venv
+
+    return [["install", "--no-deps", "-c", str(venv.CONSTRAINTS), venv.MEDIAPIPE_SPEC]] if sys.version_info < (3, 13) else []
+
+
 def test_gpu_install_ends_with_onnxruntime_gpu_only(tmp_path, monkeypatch):
     from installer import venv
 
     commands = _fake_venv(tmp_path, monkeypatch, {"onnxruntime": "1.22.0", "onnxruntime-gpu": "1.22.0"})
     venv.ensure_venv(tmp_path / "venv", "cuda", log=lambda _m: None)
     assert [_pip_tail(c) for c in commands] == [
-        ["install", "--upgrade", "pip"],
-        ["install", "--upgrade", "/src/dfimat[gpu]"],
+        _pinned("--upgrade", "pip"),
+        _pinned("--upgrade", "/src/dfimat[gpu]"),
+        *_mediapipe(),
         # Both builds own onnxruntime/: removing the CPU one deletes GPU files, hence the reinstall after it.
         ["uninstall", "-y", "onnxruntime"],
         ["install", "--force-reinstall", "--no-deps", "onnxruntime-gpu==1.22.0"],
@@ -381,9 +396,10 @@ def test_cpu_install_after_a_gpu_one_drops_onnxruntime_gpu(tmp_path, monkeypatch
                           stamp_device="cuda")
     venv.ensure_venv(tmp_path / "venv", "cpu", log=lambda _m: None)
     assert [_pip_tail(c) for c in commands] == [
-        ["install", "--upgrade", "pip"],
+        _pinned("--upgrade", "pip"),
         ["install", "--force-reinstall", "--no-deps", venv.TORCH_FALLBACK_SPEC],
-        ["install", "--upgrade", "/src/dfimat"],
+        _pinned("--upgrade", "/src/dfimat"),
+        *_mediapipe(),
         ["uninstall", "-y", "onnxruntime-gpu"],
         ["install", "--force-reinstall", "--no-deps", "onnxruntime==1.22.0"],
     ]
@@ -394,7 +410,8 @@ def test_plain_cpu_install_touches_no_onnxruntime(tmp_path, monkeypatch):
 
     commands = _fake_venv(tmp_path, monkeypatch, {"onnxruntime": "1.22.0"})
     venv.ensure_venv(tmp_path / "venv", "cpu", log=lambda _m: None)
-    assert [_pip_tail(c) for c in commands] == [["install", "--upgrade", "pip"], ["install", "--upgrade", "/src/dfimat"]]
+    assert [_pip_tail(c) for c in commands] == [_pinned("--upgrade", "pip"), _pinned("--upgrade", "/src/dfimat"),
+                                                *_mediapipe()]
     assert venv.onnxruntime_commands(Path("py"), "cuda", {"onnxruntime-gpu": "1.22.0"}) == []
 
 
