@@ -118,7 +118,7 @@ def test_an_interrupted_ray_job_resumes_on_the_rerun(cluster, photos, weights, t
 
     monkeypatch.setattr(Job, "record", record_then_ctrl_c)
     opts = options(photos, tmp_path / "out", weights)
-    assert run_ray(opts, address=cluster.address, workers=2, detector=two_people) == 130
+    assert run_ray(opts, address=cluster.address, workers=1, detector=two_people) == 130
     assert len(json.loads((tmp_path / "out" / "index.json").read_text())) == 3
     monkeypatch.setattr(Job, "record", record)
     capsys.readouterr()

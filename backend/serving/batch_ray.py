@@ -156,12 +156,14 @@ def _run(ray: Any, options: BatchOptions, plan: Any, workers: int | None, gpus_p
     job: Job | None = None
     key: str | None = None
     try:
-        while starting or busy:
+        while True:
             while job is not None and idle and todo:
                 actor, name = idle.pop(), todo.popleft()
                 busy[actor.process.remote(name)] = (name, actor)
             if job is not None and not todo and not busy:
                 break
+            if not starting and not busy:
+                raise BatchError("no Ray worker is left for the remaining images")
             done, _ = ray.wait([*starting, *busy], num_returns=1, timeout=WAIT_S)
             for ref in done:
                 if ref in starting:
@@ -197,6 +199,11 @@ def _run(ray: Any, options: BatchOptions, plan: Any, workers: int | None, gpus_p
                     assert job is not None
                     job.record(entry)
                     idle.append(actor)
+    except BatchError:
+        _stop(ray, actors)
+        if job is not None:
+            job.save()  # what is finished stays finished for the rerun
+        raise
     except KeyboardInterrupt:
         _stop(ray, actors)
         if job is None:
