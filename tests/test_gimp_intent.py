@@ -418,3 +418,78 @@ def test_batch_says_when_stroke_layers_are_not_used():
     assert it.batch_stroke_note(["Background", "copy A"]) is None
     note = it.batch_stroke_note(["Background", "DFIMat -"])
     assert note and "not used" in note and "DFIMat Select Person" in note
+
+
+# --- which layer a run is for ---
+
+
+def _stack(*layers):
+    return [it.LayerInfo(i, name, **kw) for i, (name, kw) in enumerate(layers, start=1)]
+
+
+def test_an_ordinary_selected_layer_is_the_target():
+    layers = _stack(("DFIMat -", {}), ("photo", {}), ("other", {}))
+    assert it.pick_target(layers, [3]) == 3
+    assert it.pick_target(layers, [1, 2]) == 2  # a stroke layer and the photo selected: the photo
+
+
+def test_a_stroke_layer_continues_the_layer_the_last_run_masked():
+    layers = _stack(("DFIMat -", {}), ("sky", {}), ("photo", {"has_session": True}))
+    assert it.pick_target(layers, [1], last_target=3) == 3
+    # Without the image's note, the one layer with a DFIMat session.
+    assert it.pick_target(layers, [1]) == 3
+
+
+def test_a_stroke_layer_without_a_session_mattes_the_visible_layer_under_it():
+    layers = _stack(("top", {}), ("DFIMat +", {}), ("hidden", {"visible": False}), ("group", {"group": True}),
+                    ("photo", {}), ("background", {}))
+    assert it.pick_target(layers, [2]) == 5
+
+
+def test_a_channel_uses_the_session_then_the_layer_under_the_strokes_then_the_only_layer():
+    assert it.pick_target(_stack(("a", {}), ("b", {"has_session": True})), [None]) == 2
+    assert it.pick_target(_stack(("DFIMat -", {}), ("a", {}), ("b", {})), [None]) == 2
+    assert it.pick_target(_stack(("only", {}), ("off", {"visible": False})), [None]) == 1
+    # A stale note (the layer was deleted) is ignored.
+    assert it.pick_target(_stack(("only", {})), [None], last_target=99) == 1
+
+
+def test_no_photo_layer_to_tell_apart_is_an_error_that_says_which():
+    with pytest.raises(it.IntentError, match=r'channel is selected.*2 visible layers \("a", "b"\)'):
+        it.pick_target(_stack(("a", {}), ("b", {})), [None])
+    with pytest.raises(it.IntentError, match=r'stroke layer "DFIMat -" is selected.*no visible ordinary layer'):
+        it.pick_target(_stack(("DFIMat -", {}), ("photo", {"visible": False})), [1])
+    with pytest.raises(it.IntentError, match=r'"DFIMat \+".*no visible layer lies under the strokes.*"top", "mid"'):
+        it.pick_target(_stack(("top", {}), ("mid", {}), ("DFIMat +", {})), [3])
+
+
+# --- what a round did ---
+
+
+def test_round_title_and_report():
+    state = it.RoundState(session="s1")
+    assert it.round_title(None, "s1", False) == "DFIMat Select Person"
+    assert it.round_title(state, "s1", False) == "DFIMat Refine"
+    assert it.round_title(state, "s1", True) == "DFIMat Select Person"  # started over
+    assert it.round_title(state, "s2", False) == "DFIMat Select Person"  # another session
+    assert it.round_report("DFIMat Refine", "mask updated", 0.84) == "DFIMat Refine: mask updated in 0.8 s"
+    prompts = {"box": None, "clicks": [[1, 2, True]], "scribbles": [], "text": None,
+               "stroke_masks": [{}, {}]}
+    assert it.round_report("DFIMat Refine", "mask updated", 1.0, prompts) == \
+        "DFIMat Refine: mask updated in 1.0 s (1 click, 2 painted strokes)"
+    assert it.describe_prompts({}) == "nothing new"
+
+
+# --- the matte view ---
+
+
+def test_view_plan_masks_the_photo_or_the_inverted_colour_layer():
+    matte = bytes([0, 128, 255])
+    assert it.view_plan("solid", matte) == ("photo", matte)
+    assert it.view_plan("overlay", matte) == ("colour", bytes([255, 127, 0]))
+    with pytest.raises(ValueError, match="unknown view mode"):
+        it.view_plan("neon", matte)
+
+
+def test_srgb_byte_encodes_linear_light():
+    assert [it.srgb_byte(v) for v in (0.0, 1.0, 0.21586, -1, 2)] == [0, 255, 128, 0, 255]

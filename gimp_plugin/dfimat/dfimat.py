@@ -9,7 +9,9 @@ and layer) and a parasite on the layer remembers which prompts that session has 
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -32,7 +34,15 @@ PROC_MASK = "plug-in-dfimat-layer-mask"
 PROC_BATCH = "plug-in-dfimat-batch-masks"
 PROC_SPLIT = "plug-in-dfimat-split-people"
 PROC_RESET = "plug-in-dfimat-reset"
+PROC_VIEW = "plug-in-dfimat-view-matte"
+# Temporary procedures the plug-in registers for itself and runs to write a round's result: GIMP names an undo
+# group after the label of the procedure that opens it, so the write happens inside one labelled for the round.
+WRITE_PROCS = {it.SELECT_TITLE: "plug-in-dfimat-write-select", it.REFINE_TITLE: "plug-in-dfimat-write-refine"}
 STATE_PARASITE = "dfimat-round-state"
+# On the image: the id of the layer the last round masked, so a run started from a stroke layer continues it.
+TARGET_PARASITE = "dfimat-last-target"
+# On a matte view image: which image and layer it shows, and how.
+VIEW_PARASITE = "dfimat-view"
 OUTPUTS = {"mask": "Layer mask", "selection": "Selection"}
 SCOPES = {"selected": "Selected layers", "all": "All layers"}
 RGB = "R'G'B' u8"
@@ -68,19 +78,40 @@ def _all_layers(image) -> list:
     return out
 
 
+def _layer_infos(image) -> list[it.LayerInfo]:
+    return [
+        it.LayerInfo(layer.get_id(), layer.get_name(), layer.get_visible(), layer.is_group(),
+                     layer.get_parasite(STATE_PARASITE) is not None)
+        for layer in _all_layers(image)
+    ]
+
+
+def _last_target(image) -> int | None:
+    parasite = image.get_parasite(TARGET_PARASITE)
+    try:
+        return int(bytes(parasite.get_data()).decode()) if parasite is not None else None
+    except ValueError:
+        return None
+
+
+def _remember_target(image, layer) -> None:
+    # Flags 0, as for the round state: no undo step, never saved, the image is not marked dirty.
+    image.attach_parasite(Gimp.Parasite.new(TARGET_PARASITE, 0, list(str(layer.get_id()).encode())))
+
+
 def _target_layer(image, drawables):
-    """The one layer to matte: a selected mask stands for its layer; stroke layers are never the target."""
-    layers = []
+    """The one layer to matte: a selected mask stands for its layer; a selected stroke layer or channel stands
+    for the photo layer whose session it refines (``it.pick_target``)."""
+    selected = []
     for d in drawables or []:
         if isinstance(d, Gimp.LayerMask):
             d = Gimp.Layer.from_mask(d)
-        if isinstance(d, Gimp.Layer) and it.stroke_layer_polarity(d.get_name()) is None:
-            layers.append(d)
-    if not layers:
-        raise link.UserError(
-            "Select the photo layer to matte (not a channel or a \"DFIMat +/-\" stroke layer) and run again."
-        )
-    return layers[0]
+        selected.append(d.get_id() if isinstance(d, Gimp.Layer) else None)
+    try:
+        item_id = it.pick_target(_layer_infos(image), selected, _last_target(image))
+    except it.IntentError as exc:
+        raise link.UserError(str(exc)) from exc
+    return Gimp.Layer.get_by_id(item_id)
 
 
 def _selection_bounds(image):
@@ -252,7 +283,7 @@ def _show_dialog(procedure, config, title: str) -> bool:
 
 
 def _runner(title: str, body, dialog: bool = True):
-    """A GIMP run function around ``body(image, drawables, config)``.
+    """A GIMP run function around ``body(image, drawables, config, procedure)``.
 
     Bodies read everything and call the backend before they open their undo group, so a UserError (or any
     other failure) before that point leaves the image exactly as it was.
@@ -263,7 +294,7 @@ def _runner(title: str, body, dialog: bool = True):
             return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
         Gimp.progress_init(f"{title}…")
         try:
-            body(image, drawables, config)
+            body(image, drawables, config, procedure)
         except (link.UserError, it.IntentError) as exc:
             return _fail(procedure, str(exc))
         except Exception as exc:
@@ -288,9 +319,10 @@ def _choice(config, name: str, allowed: dict[str, str]) -> str:
     return value
 
 
-def _predict_layer(image, layer, text: str) -> tuple[bytes, it.RoundState, list[str]]:
-    """Read, ask the backend; nothing in the image is touched here. Returns the matte, the round state and
-    notes about prompt parts that were ignored (outside the layer)."""
+def _predict_layer(image, layer, text: str) -> tuple[bytes, it.RoundState, list[str], str, dict, bytes]:
+    """Read, ask the backend; nothing in the image is touched here. Returns the matte, the round state, notes
+    about prompt parts that were ignored (outside the layer), the round's title, what it sent, and the layer's
+    pixels (for an open matte view)."""
     previous = _load_state(layer)
     intent, bounds = _collect_intent(image, layer, text, previous)
     w, h = layer.get_width(), layer.get_height()
@@ -305,24 +337,92 @@ def _predict_layer(image, layer, text: str) -> tuple[bytes, it.RoundState, list[
         # Nothing was added since the last run, or its result was undone or edited: start the session over
         # from everything the image shows now.
         backend.reset(session)
+    title = it.round_title(previous, session, restart)
     alpha, aw, ah = backend.predict(session, prompts)
     if (aw, ah) != (w, h) or len(alpha) != w * h:
         raise link.UserError(f"The backend answered with a {aw}x{ah} matte for a {w}x{h} layer; re-run install.py.")
-    return alpha, state, intent.notes
+    return alpha, state, intent.notes, title, prompts, pixels
 
 
-def select_person(image, drawables, config) -> None:
+def _undo_step(procedure, image, title: str, write) -> None:
+    """Run ``write()`` as one undo step named ``title``.
+
+    GIMP names a plug-in's undo group after the label of the procedure that opens it; a temporary procedure
+    labelled with the round's title, run from here, opens the group. Should GIMP refuse the temporary procedure,
+    the write still happens in one undo group, named after the menu command.
+    """
+    name = WRITE_PROCS[title]
+    errors: list[BaseException] = []
+
+    def run(proc, run_mode, img, drawables, config, data):
+        try:
+            img.undo_group_start()
+            try:
+                write()
+            finally:
+                img.undo_group_end()
+        except Exception as exc:  # re-raised in the caller, where the user message is made
+            errors.append(exc)
+            return proc.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error())
+        return proc.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+    plug_in = procedure.get_plug_in()
+    temp = Gimp.ImageProcedure.new(plug_in, name, Gimp.PDBProcType.TEMPORARY, run, None)
+    temp.set_menu_label(title)
+    temp.set_image_types("*")
+    temp.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.ALWAYS)
+    plug_in.add_temp_procedure(temp)
+    try:
+        proc = Gimp.get_pdb().lookup_procedure(name)
+        config = proc.create_config()
+        config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+        config.set_property("image", image)
+        result = proc.run(config)
+        ran = result.index(0) == Gimp.PDBStatusType.SUCCESS or errors
+    except Exception:  # the temporary procedure could not run at all: nothing was written yet
+        traceback.print_exc()
+        ran = False
+    finally:
+        plug_in.remove_temp_procedure(name)
+    if errors:
+        raise errors[0]
+    if not ran:
+        image.undo_group_start()
+        try:
+            write()
+        finally:
+            image.undo_group_end()
+
+
+def _change(output: str, had_mask: bool) -> str:
+    if output == "selection":
+        return "selection replaced"
+    return "mask updated" if had_mask else "mask added"
+
+
+def select_person(image, drawables, config, procedure=None) -> None:
+    started = time.monotonic()
+    if _view_info(image) is not None:
+        raise link.UserError("This is DFIMat's matte view, not a photo: switch to the photo's tab and run again.")
     output = _choice(config, "output", OUTPUTS)
     layer = _target_layer(image, drawables)
-    alpha, state, notes = _predict_layer(image, layer, _text_arg(config))
-    image.undo_group_start()
-    try:
+    alpha, state, notes, title, _prompts, pixels = _predict_layer(image, layer, _text_arg(config))
+    had_mask = layer.get_mask() is not None
+
+    def write() -> None:
         if output == "mask":
             _write_mask(layer, alpha)
         else:
             _write_selection(image, layer, alpha)
-    finally:
-        image.undo_group_end()
+
+    if procedure is None:
+        image.undo_group_start()
+        try:
+            write()
+        finally:
+            image.undo_group_end()
+    else:
+        _undo_step(procedure, image, title, write)
     # Read back what GIMP holds (the selection clipped to the canvas, the mask in the image's precision), so the
     # next run recognises exactly this result, and notices when it is gone.
     if output == "selection":
@@ -330,8 +430,10 @@ def select_person(image, drawables, config) -> None:
     else:
         state.mask = _mask_print(layer)
     _store_state(layer, state)
-    if notes:
-        Gimp.message("DFIMat: " + "; ".join(notes))
+    _remember_target(image, layer)
+    _refresh_views(image, layer, pixels)
+    report = it.round_report(title, _change(output, had_mask), time.monotonic() - started)
+    Gimp.message(report + ("; " + "; ".join(notes) if notes else ""))
 
 
 def _batch_targets(image, drawables, scope: str) -> list:
@@ -359,7 +461,7 @@ def _batch_item(layer, bounds, paths: list[it.PathInfo], text: str) -> tuple[dic
     return item, [f"{layer.get_name()}: {note}" for note in notes]
 
 
-def batch_masks(image, drawables, config) -> None:
+def batch_masks(image, drawables, config, procedure=None) -> None:
     scope = _choice(config, "scope", SCOPES)
     text = _text_arg(config)
     layers = _batch_targets(image, drawables, scope)
@@ -369,6 +471,7 @@ def batch_masks(image, drawables, config) -> None:
         item, item_notes = _batch_item(layer, bounds, paths, text)
         items.append(item)
         notes += item_notes
+    started = time.monotonic()
     stroke_note = it.batch_stroke_note(layer.get_name() for layer in _all_layers(image))
     if stroke_note:
         notes.append(stroke_note)
@@ -385,11 +488,12 @@ def batch_masks(image, drawables, config) -> None:
             _write_mask(layer, alpha)
     finally:
         image.undo_group_end()
-    if notes:
-        Gimp.message("DFIMat: " + "; ".join(notes))
+    report = f"DFIMat Batch Layer Masks: {len(layers)} mask(s) written in {time.monotonic() - started:.1f} s"
+    Gimp.message(report + ("; " + "; ".join(notes) if notes else ""))
 
 
-def split_people(image, drawables, config) -> None:
+def split_people(image, drawables, config, procedure=None) -> None:
+    started = time.monotonic()
     layer = _target_layer(image, drawables)
     w, h = layer.get_width(), layer.get_height()
     item = {"pixels": _read(layer, RGB), "width": w, "height": h, "channels": 3, "prompts": {},
@@ -411,14 +515,122 @@ def split_people(image, drawables, config) -> None:
             _write_mask(copy, alpha)
     finally:
         image.undo_group_end()
+    Gimp.message(f"DFIMat Split People: {len(people)} people found, a masked layer each, "
+                 f"in {time.monotonic() - started:.1f} s")
 
 
-def start_over(image, drawables, config) -> None:
+def start_over(image, drawables, config, procedure=None) -> None:
     layer = _target_layer(image, drawables)
     state = _load_state(layer)
     if state is not None:
         link.Link(_tick).reset(state.session)
     _store_state(layer, None)
+
+
+# --- the matte view --------------------------------------------------------------------------------------------
+# A separate image in its own tab: the photo layer's pixels and its current matte against a colour. It never
+# touches the user's image (no layer, no undo step, nothing saved with it), has no undo history of its own, and is
+# marked clean so closing it asks nothing. Runs refresh an open view of their layer.
+
+
+def _view_info(image) -> dict | None:
+    parasite = image.get_parasite(VIEW_PARASITE)
+    if parasite is None:
+        return None
+    try:
+        return json.loads(bytes(parasite.get_data()).decode())
+    except ValueError:
+        return None
+
+
+def _views_of(image, layer) -> list:
+    out = []
+    for other in Gimp.get_images():
+        info = _view_info(other)
+        if info and info.get("image") == image.get_id() and info.get("layer") == layer.get_id():
+            out.append(other)
+    return out
+
+
+def _close_view(view) -> None:
+    info = _view_info(view) or {}
+    display = Gimp.Display.get_by_id(info["display"]) if isinstance(info.get("display"), int) else None
+    if display is not None and display.is_valid():
+        display.delete()  # the last display of an image takes the image with it
+    if view.is_valid():
+        view.delete()
+
+
+def _current_matte(image, layer) -> bytes:
+    """The layer's matte as "Y u8" bytes over the layer: its mask, else the selection a selection output left."""
+    if layer.get_mask() is not None:
+        return _read(layer.get_mask(), "Y u8")
+    bounds = _selection_bounds(image)
+    if bounds is None:
+        raise link.UserError(
+            f"The layer \"{layer.get_name()}\" has no matte to view yet: run DFIMat Select Person first.")
+    _, x, y = layer.get_offsets()
+    return _read(image.get_selection(), "Y u8", x, y, layer.get_width(), layer.get_height())
+
+
+def _fill_layer(view, name: str, rgb: bytes, w: int, h: int, opacity: float = 100.0):
+    layer = Gimp.Layer.new(view, name, w, h, Gimp.ImageType.RGB_IMAGE, opacity, Gimp.LayerMode.NORMAL)
+    view.insert_layer(layer, None, 0)
+    layer.get_buffer().set(Gegl.Rectangle.new(0, 0, w, h), RGB, rgb)
+    return layer
+
+
+def _draw_view(view, info: dict, pixels: bytes, matte: bytes, w: int, h: int) -> None:
+    for old in view.get_layers():
+        view.remove_layer(old)
+    masked, mask_bytes = it.view_plan(info["mode"], matte)
+    colour = bytes(info["color"]) * (w * h)
+    if info["mode"] == "solid":
+        _fill_layer(view, "colour", colour, w, h)
+        top = _fill_layer(view, "photo", pixels, w, h)
+    else:
+        _fill_layer(view, "photo", pixels, w, h)
+        top = _fill_layer(view, "colour", colour, w, h, it.OVERLAY_OPACITY)
+    mask = top.create_mask(Gimp.AddMaskType.WHITE)
+    mask.get_buffer().set(Gegl.Rectangle.new(0, 0, w, h), "Y u8", mask_bytes)
+    top.add_mask(mask)
+    view.clean_all()
+
+
+def _refresh_views(image, layer, pixels: bytes) -> None:
+    views = _views_of(image, layer)
+    if not views:
+        return
+    matte = _current_matte(image, layer)
+    for view in views:
+        _draw_view(view, _view_info(view), pixels, matte, layer.get_width(), layer.get_height())
+
+
+def _color_bytes(color) -> list[int]:
+    r, g, b, _a = color.get_rgba()
+    return [it.srgb_byte(r), it.srgb_byte(g), it.srgb_byte(b)]
+
+
+def view_matte(image, drawables, config, procedure=None) -> None:
+    """Open the matte view of the target layer, or close it when it is open (or when run on a view)."""
+    if _view_info(image) is not None:
+        _close_view(image)
+        return
+    layer = _target_layer(image, drawables)
+    views = _views_of(image, layer)
+    if views:
+        for view in views:
+            _close_view(view)
+        return
+    w, h = layer.get_width(), layer.get_height()
+    matte = _current_matte(image, layer)
+    info = {"image": image.get_id(), "layer": layer.get_id(), "mode": _choice(config, "mode", it.VIEW_MODES),
+            "color": _color_bytes(config.get_property("color"))}
+    view = Gimp.Image.new(w, h, Gimp.ImageBaseType.RGB)
+    view.undo_disable()
+    _draw_view(view, info, _read(layer, RGB), matte, w, h)
+    info["display"] = Gimp.Display.new(view).get_id()
+    view.attach_parasite(Gimp.Parasite.new(VIEW_PARASITE, 0, list(json.dumps(info).encode())))
 
 
 RUNNERS = {
@@ -427,6 +639,7 @@ RUNNERS = {
     PROC_BATCH: _runner("DFIMat Batch Layer Masks", batch_masks),
     PROC_SPLIT: _runner("DFIMat Split People into Layers", split_people, dialog=False),
     PROC_RESET: _runner("DFIMat Start Over", start_over, dialog=False),
+    PROC_VIEW: _runner("DFIMat View Matte", view_matte),
 }
 
 
@@ -434,6 +647,13 @@ RUNNERS = {
 
 _RW = GObject.ParamFlags.READWRITE
 _TEXT_HELP = "Who to pick, e.g. \"the woman in the red coat\" (optional)"
+
+
+def _default_view_color():
+    # Black: light leaks (sky, a pale wall) stand out on it, which a white checkerboard hides. GEGL must be
+    # initialised before a colour exists, and GIMP asks for the arguments before any run has done that.
+    Gegl.init(None)
+    return Gegl.Color.new("black")
 
 
 def _choice_of(options: dict[str, str]):
@@ -448,7 +668,7 @@ class DFIMat(Gimp.PlugIn):
         return False
 
     def do_query_procedures(self):
-        return [PROC_SELECT, PROC_MASK, PROC_BATCH, PROC_SPLIT, PROC_RESET]
+        return [PROC_SELECT, PROC_MASK, PROC_BATCH, PROC_SPLIT, PROC_RESET, PROC_VIEW]
 
     def do_create_procedure(self, name):
         proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, RUNNERS[name], None)
@@ -498,6 +718,23 @@ class DFIMat(Gimp.PlugIn):
                 "for each, in one undo step.",
                 name,
             )
+        elif name == PROC_VIEW:
+            proc.set_sensitivity_mask(
+                Gimp.ProcedureSensitivityMask.DRAWABLE | Gimp.ProcedureSensitivityMask.DRAWABLES
+            )
+            proc.set_menu_label("DFIMat View Matte…")
+            proc.add_menu_path("<Image>/View")
+            proc.set_documentation(
+                "Look at the DFIMat matte against a colour",
+                "Opens a separate view of the layer and its current matte (its layer mask, or the selection) on a "
+                "solid colour or under a coloured overlay; run it again, or on the view, to close it. The image "
+                "itself, its undo history and its file are not touched; later DFIMat runs refresh the view.",
+                name,
+            )
+            proc.add_choice_argument("mode", "Show", "How to show the matte", _choice_of(it.VIEW_MODES), "solid",
+                                     _RW)
+            proc.add_color_argument("color", "Colour", "The colour behind the matte, or of the overlay", False,
+                                    _default_view_color(), _RW)
         else:
             proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
             proc.set_menu_label("DFIMat Start Over")

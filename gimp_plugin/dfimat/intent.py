@@ -565,3 +565,141 @@ def plan_round(intent: Intent, state: RoundState | None, session: str,
     _, restart = next_round(intent, None, session)
     restart.selection = new_state.selection  # a matte selection still in place stays recognised
     return intent.to_prompts(), restart, True
+
+
+# --- which layer a run is for ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One layer of the image as the target rules see it; a list of these is the stack, top first, groups
+    followed by their children."""
+
+    item_id: int
+    name: str
+    visible: bool = True
+    group: bool = False
+    has_session: bool = False  # carries this plug-in's round state (a DFIMat round ran on it)
+
+    @property
+    def is_stroke(self) -> bool:
+        return stroke_layer_polarity(self.name) is not None
+
+
+NO_PHOTO_LAYER = (
+    "DFIMat cannot tell which layer is the photo to matte: {why}. Select the photo layer in the Layers dialog "
+    "and run again (\"DFIMat +/-\" stroke layers and channels are never matted)."
+)
+
+
+def pick_target(layers: Sequence[LayerInfo], selected: Sequence[int | None], last_target: int | None = None) -> int:
+    """The id of the layer a run mattes.
+
+    ``selected`` holds the ids of the selected drawables, a selected layer mask already replaced by its layer's
+    id and a channel given as None. A selected ordinary layer is the target. When only stroke layers or channels
+    are selected (the user just painted, or looks at a channel), the run continues the photo layer's session:
+    the layer the last run masked (``last_target``), else the one layer that has a DFIMat session, else the
+    nearest visible ordinary layer under the active stroke layer (under the top stroke layer for a channel),
+    else the only visible ordinary layer. Raises :class:`IntentError` naming what is ambiguous otherwise.
+    """
+    by_id = {layer.item_id: layer for layer in layers}
+    chosen = [by_id[i] for i in selected if i is not None and i in by_id]
+    for layer in chosen:
+        if not layer.is_stroke:
+            return layer.item_id
+    photos = [layer for layer in layers if not layer.is_stroke and not layer.group]
+    if last_target is not None and any(layer.item_id == last_target for layer in photos):
+        return last_target
+    with_session = [layer for layer in photos if layer.has_session]
+    if len(with_session) == 1:
+        return with_session[0].item_id
+    strokes = [layer for layer in chosen if layer.is_stroke] or [layer for layer in layers if layer.is_stroke]
+    if strokes:
+        start = layers.index(strokes[0]) + 1
+        for layer in layers[start:]:
+            if layer.visible and not layer.is_stroke and not layer.group:
+                return layer.item_id
+    visible = [layer for layer in photos if layer.visible]
+    if len(visible) == 1:
+        return visible[0].item_id
+    what = f"the stroke layer \"{strokes[0].name}\" is selected" if chosen else "a channel is selected"
+    if not visible:
+        why = f"{what} and the image has no visible ordinary layer"
+    elif strokes:
+        names = ", ".join(f"\"{layer.name}\"" for layer in visible[:4])
+        why = f"{what}, no DFIMat run was made on this image yet and no visible layer lies under the strokes " \
+              f"(candidates: {names})"
+    else:
+        names = ", ".join(f"\"{layer.name}\"" for layer in visible[:4])
+        why = f"{what}, no DFIMat run was made on this image yet and it has {len(visible)} visible layers ({names})"
+    raise IntentError(NO_PHOTO_LAYER.format(why=why))
+
+
+# --- what a round did, for the user ----------------------------------------------------------------------------
+
+SELECT_TITLE = "DFIMat Select Person"
+REFINE_TITLE = "DFIMat Refine"
+
+
+def round_title(state: RoundState | None, session: str, restart: bool) -> str:
+    """"DFIMat Refine" when the run adds to a session's earlier rounds, else "DFIMat Select Person"."""
+    if state is not None and state.session == session and not restart:
+        return REFINE_TITLE
+    return SELECT_TITLE
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def describe_prompts(prompts: dict) -> str:
+    """What a round sent, briefly: "box, 2 strokes" (never empty)."""
+    parts = []
+    if prompts.get("box"):
+        parts.append("box")
+    if prompts.get("clicks"):
+        parts.append(_count(len(prompts["clicks"]), "click"))
+    if prompts.get("scribbles"):
+        parts.append(_count(len(prompts["scribbles"]), "path stroke"))
+    if prompts.get("stroke_masks"):
+        parts.append(_count(len(prompts["stroke_masks"]), "painted stroke"))
+    if prompts.get("text"):
+        parts.append("text")
+    return ", ".join(parts) or "nothing new"
+
+
+def round_report(title: str, change: str, seconds: float, prompts: dict | None = None) -> str:
+    """The one-line status after a round: which round, what changed, how long it took (and from what).
+
+    GIMP shows a one-line message that fits in the image window's status bar there and a longer one in a message
+    box, so the GIMP plug-in leaves the prompts out.
+    """
+    text = f"{title}: {change} in {seconds:.1f} s"
+    return text if prompts is None else f"{text} ({describe_prompts(prompts)})"
+
+
+# --- the matte view ----------------------------------------------------------------------------------------------
+
+VIEW_MODES = {"solid": "On a solid colour", "overlay": "Coloured overlay"}
+OVERLAY_OPACITY = 50.0
+_INVERT = bytes(255 - v for v in range(256))
+
+
+def view_plan(mode: str, matte: bytes) -> tuple[str, bytes]:
+    """How the view image shows a matte: which of its two layers carries a mask, and that mask's bytes.
+
+    "solid": the photo, masked by the matte, over a layer of the colour, so every leak shows against it;
+    "overlay": the colour at half opacity over the photo wherever the matte is not (the inverted matte).
+    """
+    if mode == "solid":
+        return "photo", matte
+    if mode == "overlay":
+        return "colour", matte.translate(_INVERT)
+    raise ValueError(f"unknown view mode {mode!r}; choose one of {', '.join(VIEW_MODES)}")
+
+
+def srgb_byte(linear: float) -> int:
+    """A linear-light channel value in [0, 1] as an 8-bit sRGB value (GEGL colours are linear)."""
+    v = min(max(float(linear), 0.0), 1.0)
+    encoded = 12.92 * v if v <= 0.0031308 else 1.055 * v ** (1 / 2.4) - 0.055
+    return int(round(encoded * 255))
