@@ -215,6 +215,9 @@ def step_editor(editor: editors.Editor, record: Record, pip_python: Path | None)
         else:
             desktop = editor.plugins_root / plugins.KRITA_DESKTOP.name
             record.add_path(desktop)
+            actions = plugins.krita_actions_file(editor.plugins_root)
+            record.make_dirs(actions.parent)
+            record.add_path(actions)
             rc_before = editor.kritarc is not None and plugins.kritarc_enabled(editor.kritarc)
             dest, changed = plugins.deploy_krita_plugin(editor.plugins_root, editor.kritarc)
             if editor.kritarc is not None and not rc_before:

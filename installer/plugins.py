@@ -14,6 +14,9 @@ PLUGIN_NAME = "dfimat"
 GIMP_SRC = REPO / "gimp_plugin" / PLUGIN_NAME
 KRITA_SRC = REPO / "krita_plugin" / PLUGIN_NAME
 KRITA_DESKTOP = REPO / "krita_plugin" / f"{PLUGIN_NAME}.desktop"
+# Krita reads action definitions (default shortcuts, the Keyboard Shortcuts list) from its resource folder's
+# actions/, the pykrita folder's parent, when it starts.
+KRITA_ACTIONS = REPO / "krita_plugin" / f"{PLUGIN_NAME}.action"
 CLIENT_SRC = REPO / "dfimat_client"
 VENDOR = "vendor"
 KRITARC_KEY = ("python", f"enable_{PLUGIN_NAME}")
@@ -43,8 +46,14 @@ def install_gimp_plugin(plugins_root: Path) -> Path:
     return deploy_gimp_plugin(plugins_root)[0]
 
 
+def krita_actions_file(pykrita_root: Path) -> Path:
+    """Where the plug-in's ``.action`` file goes for the Krita whose pykrita folder is ``pykrita_root``."""
+    return Path(pykrita_root).parent / "actions" / KRITA_ACTIONS.name
+
+
 def deploy_krita_plugin(pykrita_root: Path, kritarc: Path | None = None) -> tuple[Path, list[Path]]:
-    """Install the Krita plug-in and enable it; returns its folder and what changed (kritarc included)."""
+    """Install the Krita plug-in and its actions file and enable it; returns its folder and what changed
+    (kritarc included)."""
     root = Path(pykrita_root)
     dest = root / PLUGIN_NAME
     if not KRITA_DESKTOP.is_file():
@@ -53,6 +62,10 @@ def deploy_krita_plugin(pykrita_root: Path, kritarc: Path | None = None) -> tupl
     changed += _vendor_client(dest)
     if copy_file(KRITA_DESKTOP, root / KRITA_DESKTOP.name):
         changed.append(root / KRITA_DESKTOP.name)
+    actions = krita_actions_file(root)
+    actions.parent.mkdir(parents=True, exist_ok=True)
+    if copy_file(KRITA_ACTIONS, actions):
+        changed.append(actions)
     if kritarc is not None and set_kritarc_key(Path(kritarc), *KRITARC_KEY, "true"):
         changed.append(Path(kritarc))
     return dest, changed
@@ -84,6 +97,7 @@ def plugin_drift(kind: str, plugin_dir: Path) -> list[str]:
     pairs = [(GIMP_SRC if kind == "gimp" else KRITA_SRC, plugin_dir), (CLIENT_SRC, plugin_dir / VENDOR / "dfimat_client")]
     if kind == "krita":
         pairs.append((KRITA_DESKTOP, plugin_dir.parent / KRITA_DESKTOP.name))
+        pairs.append((KRITA_ACTIONS, krita_actions_file(plugin_dir.parent)))
     problems = []
     for src, dst in pairs:
         rels = [Path()] if src.is_file() else source_files(src)
