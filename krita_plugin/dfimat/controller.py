@@ -19,12 +19,25 @@ from .worker import Cancelled, Job, Worker
 CLIENT_TIMEOUT_S = 15.0
 POLL_S = 0.02
 NOTHING_CHANGED = "Nothing was changed in the document."
+SELECT_TITLE = "DFIMat Select Person"
+REFINE_TITLE = "DFIMat Refine"
+VIEW_MODES = (("On black", "black"), ("On white", "white"), ("On a colour", "colour"), ("Coloured overlay", "overlay"))
+
+
+def round_report(title: str, what: str, seconds: float, detail: str = "") -> str:
+    """The status line after a round: which round, what it changed, how long it took, and from what."""
+    what = what.rstrip(".")
+    text = f"{title}: {what[:1].lower()}{what[1:]} in {seconds:.1f} s"
+    return f"{text} ({detail})." if detail else f"{text}."
 
 
 @dataclass
 class Settings:
     text: str = ""
     output: str = "mask"
+    # The matte view: one of VIEW_MODES' values, and the colour (r, g, b) of "colour" and "overlay".
+    view_mode: str = "black"
+    view_color: tuple[int, int, int] = (255, 0, 255)
 
 
 def default_client_factory() -> Any:
@@ -127,6 +140,10 @@ class Controller:
         self.on_status: list[Callable[[str, bool], None]] = []
         self.on_progress: list[Callable[[float, str], None]] = []
         self.on_busy: list[Callable[[bool], None]] = []
+        # The matte view (widgets in view.py): shown or not, and the layer whose result was just written.
+        self.view_open = False
+        self.on_view: list[Callable[[bool], None]] = []
+        self.on_result: list[Callable[[str], None]] = []
         self.worker.on_busy_changed = self._busy
         self.last_message = ""
         self.last_error = False
@@ -199,9 +216,12 @@ class Controller:
             job.check()
             return results
 
+        started = time.monotonic()
+
         def done(results: list) -> None:
             writes = [self._resolve(target, result, output) for target, result in results]
-            self._status(" ".join(_write_all(writes, output)), False)
+            self._status(round_report("DFIMat Masks for Selected Layers", " ".join(_write_all(writes, output)),
+                                      time.monotonic() - started, prompts.summary()), False)
 
         return self._submit(run, done)
 
@@ -215,6 +235,8 @@ class Controller:
         except DocumentError as exc:
             self._status(describe_error(exc), True)
             return None
+
+        started = time.monotonic()
 
         def run(client: Any, job: Job) -> list:
             job.progress(0.05, "Finding people")
@@ -234,14 +256,31 @@ class Controller:
             if not alphas:
                 self._status(f"No people found in '{target.name}'. {NOTHING_CHANGED}", False)
                 return
-            self._status(document.add_person_layers(doc_now, node_now, [a for a, _, _ in alphas],
-                                                     target.width, target.height), False)
+            message = document.add_person_layers(doc_now, node_now, [a for a, _, _ in alphas], target.width,
+                                                 target.height)
+            self._status(round_report("DFIMat Split People", f"{len(alphas)} people found; {message}",
+                                      time.monotonic() - started), False)
 
         return self._submit(run, done)
 
     def cancel(self) -> None:
         if self.worker.cancel_all():
             self._status(f"Cancelling… {NOTHING_CHANGED}", False)
+
+    def toggle_view(self) -> None:
+        """Show or hide the matte view; it only reads the document, so nothing is changed or recorded."""
+        self.set_view(not self.view_open)
+
+    def set_view(self, shown: bool) -> None:
+        if shown == self.view_open:
+            return
+        self.view_open = shown
+        for listener in self.on_view:
+            listener(shown)
+
+    def view_target(self, doc: Any = None) -> tuple[Any, Any]:
+        """(document, layer) the matte view shows: the layer of the last round, else the active one."""
+        return self._context(doc, None)
 
     # --- internals ---------------------------------------------------------------------------------------------
 
@@ -274,6 +313,7 @@ class Controller:
         this_round = prompts if fresh else self.memory.new_round(target.key, prompts)
         known_sid = self.sessions.get(target.key)
         output = self.settings.output
+        started = time.monotonic()
 
         def run(client: Any, job: Job) -> tuple:
             job.progress(0.1, "Sending the image")
@@ -297,12 +337,16 @@ class Controller:
                 self.memory.forget(target.key)
             self.memory.remember(target.key, sent)
             write = self._resolve(target, result, output)
+            title = SELECT_TITLE if start_over else REFINE_TITLE
             message, self._results[target.key] = document.write_result(
-                write.doc, write.node, write.alpha, write.width, write.height, output)
+                write.doc, write.node, write.alpha, write.width, write.height, output, title)
+            message = round_report(title, message, time.monotonic() - started, sent.summary())
             if restarted:
                 message += " (The previous DFIMat result is no longer in the document, so DFIMat started over " \
                            "from the current prompts.)"
             self._status(message, False)
+            for listener in self.on_result:
+                listener(target.node_id)
 
         return self._submit(run, done)
 

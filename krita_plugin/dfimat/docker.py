@@ -16,6 +16,7 @@ from PyQt5.QtWidgets import (
 )
 
 from .controller import Controller
+from .extension import trigger
 
 OUTPUT_CHOICES = (("Transparency mask", "mask"), ("Selection", "selection"), ("New layer", "layer"))
 TITLE = "DFIMat"
@@ -53,6 +54,7 @@ class DFIMatDocker(DockWidget):
         for index, (label, method, tip) in enumerate((
             ("Select", "select_person", "Select the person from the selection, strokes, shapes and text"),
             ("Refine", "refine", "Another round: add new 'DFIMat +' / 'DFIMat -' strokes to the last result"),
+            ("View matte", "toggle_view", "Show the matte on a colour or as an overlay (changes nothing)"),
             ("Reset", "reset", "Forget earlier rounds for this layer"),
             ("Selected layers", "masks_for_selected_layers", "The same prompts on every selected layer"),
             ("Split people", "split_people", "One new layer per person found in the active layer"),
@@ -60,9 +62,12 @@ class DFIMatDocker(DockWidget):
             button = QPushButton(label, root)
             button.setToolTip(tip)
             command = getattr(controller, method)
-            button.clicked.connect(lambda _checked=False, command=command: command())
+            # The button fires the same Krita action as the menu entry and its shortcut.
+            button.clicked.connect(lambda _checked=False, method=method, command=command: trigger(method) or command())
             grid.addWidget(button, index // 3, index % 3)
             self.buttons[method] = button
+        self.buttons["toggle_view"].setCheckable(True)
+        controller.on_view.append(self.buttons["toggle_view"].setChecked)
         layout.addLayout(grid)
 
         row = QHBoxLayout()

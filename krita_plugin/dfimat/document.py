@@ -9,12 +9,14 @@ always written into a fresh node *before* it is added. Call these functions on K
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from krita import Krita, Selection
 
 from .intent import Scene, StrokeLayer, VectorShape, prompt_layer_sign
 from .pixels import alpha_channel, with_alpha
+from .undo import named_step
 
 MASK_NAME = "DFIMat mask"
 SELECTION_MASK_NAME = "DFIMat selection"
@@ -213,21 +215,24 @@ def write_output(doc, node, alpha: bytes, width: int, height: int, output: str) 
     return write_result(doc, node, alpha, width, height, output)[0]
 
 
-def write_result(doc, node, alpha: bytes, width: int, height: int, output: str) -> tuple[str, str]:
+def write_result(doc, node, alpha: bytes, width: int, height: int, output: str,
+                 title: str | None = None) -> tuple[str, str]:
     """:func:`write_output`, also returning an identity of what was written, for :func:`result_present`.
 
-    Every change is a node addition/removal or a selection change, so Krita's undo takes it back.
+    Every change is a node addition/removal or a selection change, so Krita's undo takes it back; with a
+    ``title`` they form one undo step of that name where Krita allows it (``undo.named_step``).
     """
     check_output(doc, alpha, width, height, output)
-    if output == "selection":
-        doc.setSelection(_selection_from(alpha, width, height))
-        done, added = "Selection replaced by the DFIMat result.", None
-    elif output == "layer":
-        done, added = _add_cutout_layer(doc, node, alpha, width, height)
-    else:
-        done, added = _add_mask(doc, node, alpha, width, height)
-    doc.refreshProjection()
-    doc.waitForDone()
+    with named_step(doc, title) if title else nullcontext():
+        if output == "selection":
+            doc.setSelection(_selection_from(alpha, width, height))
+            done, added = "Selection replaced by the DFIMat result.", None
+        elif output == "layer":
+            done, added = _add_cutout_layer(doc, node, alpha, width, height)
+        else:
+            done, added = _add_mask(doc, node, alpha, width, height)
+        doc.refreshProjection()
+        doc.waitForDone()
     # Fingerprinted only now: Krita applies setSelection asynchronously, and what counts is what the document shows.
     return done, selection_fingerprint(doc) if added is None else f"node:{node_id(added)}"
 
@@ -271,14 +276,14 @@ def _add_cutout_layer(doc, node, alpha: bytes, width: int, height: int,
 
 def _add_mask(doc, node, alpha: bytes, width: int, height: int) -> tuple[str, object]:
     old = dfimat_masks(node)
+    done = (f"Updated transparency mask '{MASK_NAME}' on '{node.name()}'." if old
+            else f"Added transparency mask '{MASK_NAME}' to '{node.name()}'.")
     if hasattr(doc, "createTransparencyMask"):
         mask = doc.createTransparencyMask(MASK_NAME)
         mask.setPixelData(alpha, 0, 0, width, height)
         node.addChildNode(mask, None)
-        done = f"Added transparency mask '{MASK_NAME}' to '{node.name()}'."
     elif _gui_mask_available(doc):
         mask = _add_mask_through_action(doc, node, alpha, width, height)
-        done = f"Added transparency mask '{MASK_NAME}' to '{node.name()}'."
     else:
         # Krita 5.1 without a window: no API creates a working transparency mask. A local selection mask keeps
         # the result on the layer (activate it to get the selection); see docs/krita.md.
@@ -324,6 +329,28 @@ def _add_mask_through_action(doc, node, alpha: bytes, width: int, height: int):
             app.action("deselect").trigger()
         if previous_active is not None:
             doc.setActiveNode(previous_active)
+
+
+def matte_view_data(doc, node) -> tuple[bytes, bytes, int, int]:
+    """What the matte view shows for ``node``: its own pixels (BGRA) and its current matte (1 byte/px), canvas size.
+
+    The matte is the layer's DFIMat mask, else the global selection (a selection output), else a "DFIMat cutout"
+    layer's alpha above it. Only reads: the view changes nothing in the document.
+    """
+    width, height = doc.width(), doc.height()
+    target = read_target(doc, node)
+    for mask in reversed(dfimat_masks(node)):
+        data = bytes(mask.pixelData(0, 0, width, height))
+        if len(data) == width * height:
+            return target.bgra, data, width, height
+    sel = doc.selection()
+    if sel is not None and sel.width() > 0 and sel.height() > 0:
+        return target.bgra, bytes(sel.pixelData(0, 0, width, height)), width, height
+    parent = node.parentNode() or doc.rootNode()
+    for sibling in parent.childNodes():
+        if sibling.name() == CUTOUT_NAME and sibling.type() == "paintlayer":
+            return target.bgra, alpha_channel(bytes(sibling.pixelData(0, 0, width, height))), width, height
+    raise DocumentError(f"Layer '{node.name()}' has no DFIMat result to view yet: run DFIMat Select Person first.")
 
 
 def add_person_layers(doc, node, alphas: list[bytes], width: int, height: int) -> str:
