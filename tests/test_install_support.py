@@ -49,7 +49,8 @@ def copy_real_models(root: Path) -> Path:
     """
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy2(REPO_MODELS / "manifest.json", root / "manifest.json")
-    shutil.copytree(REPO_MODELS / "dfimat-s", root / "dfimat-s", dirs_exist_ok=True)
+    for folder in ("dfimat-s", "person"):  # every default model's folder (person: the finder's networks)
+        shutil.copytree(REPO_MODELS / folder, root / folder, dirs_exist_ok=True)
     return root / "dfimat-s" / "dfimat-s.pt"
 
 

@@ -179,7 +179,7 @@ class NanoDet:
     MEAN_BGR = np.array([103.53, 116.28, 123.675], np.float32)
     STD_BGR = np.array([57.375, 57.12, 58.395], np.float32)
 
-    def __init__(self, score_threshold: float = 0.35, nms_iou: float = 0.6, threads: int | None = None,
+    def __init__(self, score_threshold: float = 0.5, nms_iou: float = 0.6, threads: int | None = None,
                  cuda: bool = False) -> None:
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
