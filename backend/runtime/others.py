@@ -27,6 +27,7 @@ MIN_TARGET_IOU = 0.5
 # The target's find is grown by this many pixels (on the finder's picture) before the others are cut around it:
 # mediapipe's masks are upsampled from 256 px and run short of the outline.
 TARGET_GROW_PX = 3
+MARK_REACH_PX = 3  # on the finder's picture: a positive mark this close to a find's mask is on that person
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,12 @@ def others_mask(selected: np.ndarray, people: Sequence[FoundPerson], spared: Col
         return None
     area = int(np.count_nonzero(selected))
     ious = [p.iou(selected, area) for p in people]
-    target = int(np.argmax(ious))
-    if ious[target] < MIN_TARGET_IOU:
-        if not (marked_is_target and spared):
-            return None
+    if marked_is_target and spared:
         target = max(spared, key=lambda i: ious[i])
+    else:
+        target = int(np.argmax(ious))
+        if ious[target] < MIN_TARGET_IOU:
+            return None
     goal = people[target]
     # Every mask stays within its rectangle: this runs in every round of a box session (7.5 -> 0.4 ms at 1 MP with six
     # finds; pasting each find into a full-size mask was most of it).
@@ -106,16 +108,32 @@ def others_mask(selected: np.ndarray, people: Sequence[FoundPerson], spared: Col
 def marked(people: Sequence[FoundPerson], positives: Sequence[tuple[float, float]], scale: tuple[float, float]
            ) -> set[int]:
     """Indices of the finds under a positive mark ((x, y) in image pixels; ``scale`` = (x, y) factors onto the
-    finder's picture): someone the user asks for, never taken out."""
+    finder's picture): someone the user asks for, never taken out. A mark inside one find's rectangle (grown by
+    `MARK_REACH_PX`) is on that person even where the find's mask runs short of the outline (a click on a sleeve's
+    edge, or where a cut-off body meets the frame); inside several, it is on the one whose mask is nearest."""
     out = set()
-    for i, p in enumerate(people):
-        x0, y0, x1, y1 = p.rect
-        for x, y in positives:
-            c, r = int(x * scale[0]), int(y * scale[1])
-            if x0 <= c < x1 and y0 <= r < y1 and p.mask[r - y0, c - x0]:
-                out.add(i)
-                break
+    g = MARK_REACH_PX
+    for x, y in positives:
+        c, r = x * scale[0], y * scale[1]
+        near: list[tuple[float, int]] = []
+        for i, p in enumerate(people):
+            x0, y0, x1, y1 = p.rect
+            if x0 - g <= c < x1 + g and y0 - g <= r < y1 + g and p.mask.size:
+                near.append((_distance_to(p, c, r), i))
+        if near:
+            out.add(min(near)[1])
     return out
+
+
+def _distance_to(p: FoundPerson, c: float, r: float) -> float:
+    """Pixels from (col c, row r) on the finder's picture to the nearest pixel of ``p``'s mask."""
+    x0, y0, _, _ = p.rect
+    cc = int(np.clip(c - x0, 0, p.mask.shape[1] - 1))
+    rr = int(np.clip(r - y0, 0, p.mask.shape[0] - 1))
+    if p.mask[rr, cc]:
+        return 0.0
+    dist = cv2.distanceTransform((~p.mask).astype(np.uint8), cv2.DIST_L2, 3)
+    return float(dist[rr, cc]) + abs(c - x0 - cc) + abs(r - y0 - rr)
 
 
 def take_out_others(alpha: np.ndarray, people: Sequence[FoundPerson], picture_shape: tuple[int, int],
