@@ -28,14 +28,16 @@ TORCH_RANGE = ">=2.4,<2.15"
 # pip resolves without backtracking. Regenerate with `python3 tools/update_constraints.py` (docs/install.md).
 CONSTRAINTS = REPO / "constraints.txt"
 # mediapipe 0.10.21 is the last release whose wheel carries its person models. It is installed without its declared
-# dependencies: jax/jaxlib, opencv-contrib-python, sounddevice and sentencepiece serve parts of mediapipe the backend
-# never imports (its solutions.pose and solutions.face_detection need numpy, opencv, protobuf, absl-py, attrs,
-# flatbuffers and matplotlib, which pyproject.toml lists), and resolving them made pip backtrack through many
-# jaxlib and opencv-contrib-python releases (issue #22). No wheel exists for Python 3.13+.
+# dependencies: jax/jaxlib, sounddevice and sentencepiece serve parts of mediapipe the backend never imports (its
+# solutions.pose and solutions.face_detection need numpy, opencv, protobuf, absl-py, attrs, flatbuffers and
+# matplotlib, which pyproject.toml lists; opencv-contrib-python is the backend's own dependency), and resolving
+# them made pip backtrack through many jax/jaxlib and opencv-contrib-python releases (issue #22). No wheel exists for
+# Python 3.13+.
 MEDIAPIPE_SPEC = "mediapipe==0.10.21"
 # mediapipe is installed without its declared dependencies, so importing the two solutions the backend uses is what
-# shows that the run-time ones it does need are there.
-IMPORT_CHECK = ("import sys, backend, torch, zmq, numpy, cv2\n"
+# shows that the run-time ones it does need are there. cv2.ximgproc (stroke thinning) exists only in opencv's
+# contrib build: a plain opencv-python installed over it would break the strokes at run time.
+IMPORT_CHECK = ("import sys, backend, torch, zmq, numpy, cv2\ncv2.ximgproc.thinning\n"
                 "if sys.version_info < (3, 13): import mediapipe.python.solutions.pose, "
                 "mediapipe.python.solutions.face_detection\n"
                 "print(torch.__version__, torch.cuda.is_available())")

@@ -477,3 +477,11 @@ def test_mediapipe_is_installed_alone_where_it_has_a_wheel():
     args = mediapipe_install_args((3, 11))
     assert args[0] == "--no-deps" and args[-1] == MEDIAPIPE_SPEC and "-c" in args
     assert mediapipe_install_args((3, 13)) == []
+
+
+def test_cv2_is_the_contrib_build_the_backend_needs():
+    """backend/serving/strokes.py thins strokes with cv2.ximgproc, which only opencv-contrib-python has; it used to
+    arrive as a mediapipe dependency by accident, and a plain opencv-python breaks Refine in both editors."""
+    import cv2
+
+    assert hasattr(cv2, "ximgproc"), cv2.__file__
