@@ -225,3 +225,18 @@ def test_ray_mode_without_ray_is_one_line_saying_how_to_get_it(tmp_path, weights
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --ray needs Ray") and 'pip install "dfimat[ray]"' in lines[0]
+
+
+def test_an_image_that_fails_keeps_no_masks_from_an_earlier_run(tmp_path, weights, fast, monkeypatch):
+    make_photos(tmp_path / "in", [96])
+    options = BatchOptions(tmp_path / "in", tmp_path / "out", text="", weights=str(weights))
+    assert run_local(options, detector=two_people) == 0
+
+    def broken(image: np.ndarray) -> list[list[float]]:
+        raise RuntimeError("the finder crashed")
+
+    monkeypatch.setenv("DFIMAT_FOCUS", "0")  # other settings, so the image is done again
+    assert run_local(options, detector=broken) == 1
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert index[0]["error"] == "RuntimeError: the finder crashed" and index[0]["masks"] == []
+    assert sorted(outputs(tmp_path / "out")) == ["index.json"]

@@ -162,13 +162,19 @@ def matte_image(engine: Any, source: Path, output: Path, text: str, job: str,
             atomic_write(output / mask_name(stem, k), png)
             entry["masks"].append({"file": mask_name(stem, k), "box": box, "size": len(png)})
     except Exception as exc:  # one bad image must not end a job of thousands; it is reported instead
+        remove_masks(output, source.stem, 0)  # an entry without masks: none of this image's may stay on disk
         return {**entry, "masks": [], "error": f"{type(exc).__name__}: {exc}"}
     # Masks a previous run wrote for more people than were found now would otherwise stay beside these.
-    k = len(entry["masks"])
-    while (output / mask_name(source.stem, k)).exists():
-        (output / mask_name(source.stem, k)).unlink()
-        k += 1
+    remove_masks(output, source.stem, len(entry["masks"]))
     return entry
+
+
+def remove_masks(output: Path, stem: str, first: int) -> None:
+    """Delete ``stem``'s masks numbered ``first`` and up (they are numbered without gaps)."""
+    k = first
+    while (output / mask_name(stem, k)).exists():
+        (output / mask_name(stem, k)).unlink()
+        k += 1
 
 
 def resolve_weights(weights: str | None) -> Path:
