@@ -99,7 +99,8 @@ def score_image(inst: np.ndarray, finds: list[tuple[np.ndarray, np.ndarray]]) ->
     best = [float(miou[i].max()) if len(finds) else 0.0 for i in range(len(gts))]
     false = sum(1 for j in range(len(finds)) if not np.any((miou[:, j] >= 0.5) | (biou[:, j] >= 0.5)))
     return {"people": int(sum(counted)), "found": sum(f for f, c in zip(found, counted, strict=True) if c),
-            "best": [b for b, c in zip(best, counted, strict=True) if c], "false": false}
+            "best": [b for b, c in zip(best, counted, strict=True) if c], "false": false,
+            "found_each": [f for f, c in zip(found, counted, strict=True) if c]}
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -158,11 +159,34 @@ def evaluate(items: list[dict], run) -> dict:
         out[name] = summarise(v)
     for split in ("tune", "check"):
         out[split] = summarise([r for r in allrows if r["split"] == split])
+    out["rows"] = [{"found_each": r["found_each"], "best": r["best"], "false": r["false"]} for r in allrows]
     out["ms_median"] = statistics.median(ms)
     # CPU time of the whole process (every thread): the wall time one idle core would take for a one-thread run;
     # the machine is shared, so wall times are inflated by other people's jobs.
     out["cpu_ms_median"] = statistics.median(cpu)
     return out
+
+
+def paired(a: dict, b: dict, draws: int = 2000) -> dict:
+    """a − b on the same photos: found share, mean best IoU, false finds per image, each with a 95 % bootstrap
+    interval over photos (people in one photo move together)."""
+    rng = np.random.default_rng(0)
+    ra, rb = a["rows"], b["rows"]
+
+    def stats(idx: np.ndarray) -> np.ndarray:
+        fa = [f for i in idx for f in ra[i]["found_each"]]
+        fb = [f for i in idx for f in rb[i]["found_each"]]
+        ba = [x for i in idx for x in ra[i]["best"]]
+        bb = [x for i in idx for x in rb[i]["best"]]
+        n = max(len(fa), 1)
+        return np.array([(sum(fa) - sum(fb)) / n, (sum(ba) - sum(bb)) / n,
+                         np.mean([ra[i]["false"] - rb[i]["false"] for i in idx])])
+
+    point = stats(np.arange(len(ra)))
+    boot = np.array([stats(rng.integers(0, len(ra), len(ra))) for _ in range(draws)])
+    lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
+    names = ("found", "mean_best_iou", "false_per_image")
+    return {n: [float(point[k]), float(lo[k]), float(hi[k])] for k, n in enumerate(names)}
 
 
 def sweep(items: list[dict]) -> F.FinderOptions:
@@ -239,6 +263,10 @@ def main() -> int:
     print(f"finder without masks (boxes + keypoints only): {boxes_only['cpu_ms_median']:.0f} CPU ms "
           f"({boxes_only['ms_median']:.0f} wall ms) median")
     print("people counted:", {k: results["finder"][k]["people"] for k in ("pennfudan-sample", "coco128-persons")})
+    if "today (mediapipe)" in results:
+        diff = results["finder − today"] = paired(results["finder"], results["today (mediapipe)"])
+        print("finder − today (95 % bootstrap over photos): " + ", ".join(
+            f"{k} {v[0]:+.3f} [{v[1]:+.3f}, {v[2]:+.3f}]" for k, v in diff.items()))
     if args.json:
         args.json.write_text(json.dumps({"options": options.__dict__, "results": results}, indent=2,
                                         default=float) + "\n")
