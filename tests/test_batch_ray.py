@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -28,13 +29,23 @@ from ray.cluster_utils import Cluster  # noqa: E402 - only once ray is known to 
 from backend.serving.batch_ray import run_ray  # noqa: E402
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def cluster():
     # The nodes' processes inherit this environment: the fast engine settings, one thread, the repository.
     with pytest.MonkeyPatch.context() as mp:
         for k, v in (FAST | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}).items():
             mp.setenv(k, v)
-        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+        # The head also serves Ray's client protocol, for the ray:// address of the command-line test.
+        port = free_port()
+        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                          "ray_client_server_port": port})
+        c.client_address = f"ray://127.0.0.1:{port}"
         c.add_node(num_cpus=1)
         c.wait_for_nodes()
         try:
@@ -136,14 +147,15 @@ def test_gpus_asked_of_a_cluster_without_gpus_is_one_error_line(cluster, photos,
 
 
 def test_the_command_line_on_the_cluster_matches_the_local_command_line(cluster, photos, weights, tmp_path):
-    """``python -m backend batch DIR -o OUT --ray ADDRESS`` with the real people finder, against the same command
-    without --ray."""
+    """``python -m backend batch DIR -o OUT --ray ray://HEAD:PORT`` (Ray's client, from outside the cluster) with
+    the real people finder, against the same command without --ray. The other tests use HOST:PORT."""
     env = ENV | FAST
     common = [sys.executable, "-m", "backend", "batch", str(photos[0]), "--weights", str(weights)]
     local = subprocess.run([*common, "-o", str(tmp_path / "local")], capture_output=True, text=True, cwd=REPO,
                            env=env, timeout=300)
     assert local.returncode == 0, local.stderr
-    on_ray = subprocess.run([*common, "-o", str(tmp_path / "ray"), "--ray", cluster.address, "--workers", "2"],
+    on_ray = subprocess.run([*common, "-o", str(tmp_path / "ray"), "--ray", cluster.client_address, "--workers",
+                             "2"],
                             capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert on_ray.returncode == 0, on_ray.stderr
     assert "Traceback" not in on_ray.stderr
