@@ -58,7 +58,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
 
     batch = sub.add_parser("batch", help="write one alpha PNG per person per image of a folder")
     batch.add_argument("directory", type=Path)
-    batch.add_argument("--text", default="person", help="prompt text used with each person's box")
+    batch.add_argument("--text", default="person",
+                       help="prompt text used with each person's box (\"\" for the boxes alone)")
     batch.add_argument("-o", "--output", type=Path, required=True)
     _engine_args(batch)
     batch.add_argument("--ray", nargs="?", const=LOCAL_RAY, metavar="ADDRESS",
@@ -66,7 +67,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                             "this machine's cores; 'auto', HOST:PORT or ray://HOST:PORT for a running cluster "
                             "(DIR and OUT must be on storage every node sees; docs/batch.md)")
     batch.add_argument("--workers", type=int, help="with --ray: how many actors, each holding one loaded model "
-                                                   "(default: one per free CPU, or per GPU share)")
+                                                   "(default: one per CPU of the cluster, or per GPU share)")
     batch.add_argument("--gpus-per-worker", type=float, default=0.0,
                        help="with --ray: GPUs each actor reserves (e.g. 1, or 0.5 for two per GPU); "
                             "implies --device cuda")
