@@ -1,6 +1,7 @@
 """Measure the people finder (backend.runtime.finder) and today's mediapipe finder on the held-out photos.
 
-    OMP_NUM_THREADS=1 nice python tools/person_models/measure.py [--data ../shared/data] [--sweep] [--no-today]
+    OMP_NUM_THREADS=1 nice .venv/bin/python tools/person_models/measure.py [--data ../shared/data] [--sweep]
+        [--no-today] [--union-today] [--json PATH]
 
 Sets: pennfudan-sample and coco128-persons (instance masks; 255 = unlabelled, left out of every IoU). A labelled person
 counts when they cover ≥ 1 % of the image. Each photo is resized to 1 MP first (masks nearest) so the timings are at
@@ -10,7 +11,9 @@ counts when they cover ≥ 1 % of the image. Each photo is resized to 1 MP first
 - false finds per image: finds matching no labelled person of any size at mask IoU ≥ 0.5 or box IoU ≥ 0.5
   (Penn-Fudan leaves some background pedestrians unlabelled, so a few "false" finds there are real people);
 - mean best mask IoU over counted people (0 for a person nobody found);
-- ms per image: wall time of one `find` call at 1 MP, median over the photos.
+- ms per image: one `find` call at 1 MP, median over the photos, as process CPU time (all threads; on a shared
+  machine the fair number) and wall time;
+- with today's finder: finder − today, paired over the same photos, with 95 % bootstrap intervals.
 
 Split for choosing thresholds (--sweep): "tune" = all of pennfudan-sample + coco128-persons photos at even positions in
 its manifest; "check" = coco128-persons photos at odd positions. The rule, fixed before the sweep: the highest found
