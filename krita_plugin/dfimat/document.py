@@ -223,6 +223,8 @@ def write_result(doc, node, alpha: bytes, width: int, height: int, output: str,
     ``title`` they form one undo step of that name where Krita allows it (``undo.named_step``).
     """
     check_output(doc, alpha, width, height, output)
+    # Adding and removing nodes moves Krita's active layer; the user stays on the layer they were painting on.
+    active = doc.activeNode()
     with named_step(doc, title) if title else nullcontext():
         if output == "selection":
             doc.setSelection(_selection_from(alpha, width, height))
@@ -233,6 +235,8 @@ def write_result(doc, node, alpha: bytes, width: int, height: int, output: str,
             done, added = _add_mask(doc, node, alpha, width, height)
         doc.refreshProjection()
         doc.waitForDone()
+    if active is not None and find_node(node_id(active))[1] is not None:
+        doc.setActiveNode(active)
     # Fingerprinted only now: Krita applies setSelection asynchronously, and what counts is what the document shows.
     return done, selection_fingerprint(doc) if added is None else f"node:{node_id(added)}"
 
