@@ -258,6 +258,7 @@ class Controller:
                 return
             message = document.add_person_layers(doc_now, node_now, [a for a, _, _ in alphas], target.width,
                                                  target.height)
+            message = message[:1].lower() + message[1:]
             self._status(round_report("DFIMat Split People", f"{len(alphas)} people found; {message}",
                                       time.monotonic() - started), False)
 
