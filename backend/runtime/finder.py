@@ -79,6 +79,7 @@ class FinderOptions:
     # 82.5 % found, 0.10 -> 0.18 false / image; check split 60.8 % either way (0.07 -> 0.10 false / image).
     nanodet_only_flag: float = 0.97
     distance_weight: float = 0.5  # per person height of distance to the skeleton / box, subtracted in contests
+    crop_scale: float = 1.25  # BlazePose's square crop: this × the box's long side
     masks: bool = True
 
 
@@ -90,7 +91,7 @@ class PeopleFinder:
         self.nanodet = NanoDet(min(self.options.nanodet_score, self.options.nanodet_low_score), threads=threads,
                                cuda=cuda)
         self.movenet = MoveNet(self.options.movenet_score, threads=threads, cuda=cuda)
-        self.blazepose = BlazePoseSeg(threads=threads, cuda=cuda)
+        self.blazepose = BlazePoseSeg(self.options.crop_scale, threads=threads, cuda=cuda)
 
     def find(self, image: np.ndarray) -> list[Person]:
         """People in an H×W×3 uint8 RGB image, highest score first, with non-overlapping masks."""

@@ -244,12 +244,15 @@ def main() -> int:
     ap.add_argument("--sweep", action="store_true", help="choose thresholds on the tune split first")
     ap.add_argument("--no-today", action="store_true", help="skip today's mediapipe finder")
     ap.add_argument("--json", type=Path, help="write every number here")
+    ap.add_argument("--crop-scale", type=float, help="BlazePose's crop, × the box's long side (default 1.25)")
     ap.add_argument("--union-today", action="store_true",
                     help="also measure this finder plus today's finds that overlap none of its masks")
     args = ap.parse_args()
     items = load(args.data)
     print(f"{len(items)} photos at 1 MP", flush=True)
     options = sweep(items) if args.sweep else F.FinderOptions()
+    if args.crop_scale:
+        options = replace(options, crop_scale=args.crop_scale)
     finder = F.PeopleFinder(options, threads=1)
     finder.find(items[0]["image"])  # sessions made outside the timings
     results = {"finder": evaluate(items, lambda it: person_finds(finder.find(it["image"]),
