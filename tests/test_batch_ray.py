@@ -119,6 +119,31 @@ def test_a_worker_killed_mid_job_is_replaced_and_every_image_is_done_once(cluste
     assert outputs(tmp_path / "out") == photos[1]  # nothing missing, nothing extra, no temporary files left
 
 
+def poison_finder(width: int):
+    """A finder that kills its worker process on every photo ``width`` pixels wide."""
+
+    def find(image: np.ndarray) -> list[list[float]]:
+        if image.shape[1] == width:
+            os.kill(os.getpid(), signal.SIGKILL)
+        h, w = image.shape[:2]
+        return [[2.0, 2.0, w / 2, h - 2.0], [w / 2, 2.0, w - 2.0, h - 2.0]]
+
+    return find
+
+
+def test_an_image_that_kills_every_worker_is_reported_and_the_job_completes(cluster, photos, weights, tmp_path,
+                                                                             capsys):
+    assert run_ray(options(photos, tmp_path / "out", weights), address=cluster.address, workers=2,
+                   detector=poison_finder(104)) == 0
+    index = {e["image"]: e for e in json.loads((tmp_path / "out" / "index.json").read_text())}
+    assert index["photo01.png"]["error"].startswith("its worker process died 3 times on it")
+    assert index["photo01.png"]["masks"] == []
+    reference = {e["image"]: e for e in json.loads(photos[1]["index.json"])}
+    for name in ("photo00.png", "photo02.png", "photo03.png", "photo04.png"):
+        assert index[name] == reference[name]
+    assert "2 failed: broken.png, photo01.png" in capsys.readouterr().out
+
+
 def test_an_interrupted_ray_job_resumes_on_the_rerun(cluster, photos, weights, tmp_path, monkeypatch, capsys):
     record = Job.record
 
