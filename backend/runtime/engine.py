@@ -269,6 +269,7 @@ class _Session:
     # The same finds' masks (cropped, on the finder's picture of `found_shape`) for taking other people out.
     found: list[FoundPerson] | None = None
     found_shape: tuple[int, int] = (0, 0)
+    found_by: str = ""  # which finder (`EngineOptions.finder` kinds) made `found`
     # The first round's pose prior, joined at the MRN's crop in later rounds until a mark contradicts it.
     kept_prior: tuple[np.ndarray, float] | None = None
     # Per round, the rules around the networks that shaped its answer (`Engine.rules`).
@@ -355,7 +356,8 @@ class Engine:
             new = uuid.uuid4().hex
             self._sessions[new] = _Session(image=source.image, letterbox=source.letterbox, feats=source.feats,
                                            crops=dict(source.crops), candidates=source.candidates,
-                                           found=source.found, found_shape=source.found_shape)
+                                           found=source.found, found_shape=source.found_shape,
+                                           found_by=source.found_by)
         return new
 
     def _encode(self, image: np.ndarray, lb: Letterbox) -> dict[str, torch.Tensor]:
@@ -576,7 +578,8 @@ class Engine:
     def _found_people(self, s: _Session) -> list[Candidate]:
         """The people in the session's image, found and described once (an empty list without mediapipe)."""
         if s.candidates is None:
-            found = self._find(s, tiles=self.options.finder_tiles, faces=self.options.finder_faces)
+            found = self._find(s, self.options.grounding_finder, tiles=self.options.finder_tiles,
+                               faces=self.options.finder_faces)
             if found is not None:
                 s.candidates = describe(found.small, found.people)
         return s.candidates or []
@@ -585,8 +588,8 @@ class Engine:
         """The found people's masks, for taking others out of a box's matte: the text finder's when it ran, else the
         whole-frame passes alone (4x cheaper than with corner crops and face seeds, and as good for this: model
         card, "Other people out of a box's matte")."""
-        if s.found is None:
-            self._find(s, tiles=False, faces=False)
+        if s.found is None or s.found_by != self.options.finder:
+            self._find(s, self.options.finder, tiles=False, faces=False)
         return s.found or []
 
     def detect_people(self, image: np.ndarray) -> list[list[float]]:
@@ -598,13 +601,13 @@ class Engine:
                                                         faces=self.options.finder_faces)
         return [box for box, _ in found.people]
 
-    def _find(self, s: _Session, **kw: bool) -> Found | None:
+    def _find(self, s: _Session, kind: str, **kw: bool) -> Found | None:
         """Run the people finder on the session's image and keep its masks in the session; None when it cannot run
         (mediapipe missing: its users are switched off) or fails on this image (nobody found)."""
         from backend.runtime.people import people_finder
 
         try:
-            detector = people_finder(self.options.finder)
+            detector = people_finder(kind)
         except RuntimeError as exc:  # mediapipe missing: the networks answer alone
             log.warning("text grounding and taking other people out are off: %s", exc)
             self.options = self.options.with_overrides(text_grounding=False, take_out_others=False)
@@ -613,10 +616,10 @@ class Engine:
             found = detector.find(s.image, **kw)
         except Exception:  # a native finder failing on one image must not cost the user the round
             log.exception("the people finder failed on this image; the networks answer alone")
-            s.candidates, s.found = [], []
+            s.candidates, s.found, s.found_by = [], [], kind
             return None
         s.found = [FoundPerson.from_mask(mask) for _, mask in found.people]
-        s.found_shape = found.small.shape[:2]
+        s.found_shape, s.found_by = found.small.shape[:2], kind
         return found
 
     def _localise(self, s: _Session, history: PromptHistory, new: RoundPrompts,

@@ -37,6 +37,8 @@ class EngineOptions:
     # Who finds the people (`FINDERS`): "mediapipe" (its pose model, one person per pass),
     # "nets" (NanoDet + MoveNet + BlazePose masks, models/person/) or "both".
     finder: str = "mediapipe"
+    # Whose finds text grounding describes (`FINDERS`): the sentence-to-person match was tuned on mediapipe's masks.
+    grounding_finder: str = "mediapipe"
     # Other people out of the matte in sessions without a box too (clicks, strokes, text + marks).
     take_out_without_box: bool = False
     # A box whose crops mediapipe finds nobody in gets BlazePose's mask of the person centred on the box as its prior.
@@ -46,8 +48,9 @@ class EngineOptions:
     release_prior: bool = False
 
     def __post_init__(self) -> None:
-        if self.finder not in FINDERS:
-            raise ValueError(f"finder must be one of {', '.join(FINDERS)}, got {self.finder!r}")
+        for name in ("finder", "grounding_finder"):
+            if getattr(self, name) not in FINDERS:
+                raise ValueError(f"{name} must be one of {', '.join(FINDERS)}, got {getattr(self, name)!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EngineOptions:
@@ -79,6 +82,7 @@ ENV_VARS = {
     "finder_tiles": "DFIMAT_FINDER_TILES",
     "finder_faces": "DFIMAT_FINDER_FACES",
     "finder": "DFIMAT_FINDER",
+    "grounding_finder": "DFIMAT_GROUNDING_FINDER",
     "take_out_without_box": "DFIMAT_TAKE_OUT_WITHOUT_BOX",
     "box_prior_fallback": "DFIMAT_BOX_PRIOR_FALLBACK",
     "release_prior": "DFIMAT_RELEASE_PRIOR",
