@@ -485,7 +485,8 @@ class Engine:
             positives = [(x, y) for x, y, p in points(history.merged()) if p]
             if self.options.take_out_others and (
                     (history.box is not None and history.text is None)
-                    or (self.options.take_out_without_box and history.box is None and positives)):
+                    or (history.box is None and positives and (self.options.take_out_marks == "all" or (
+                        self.options.take_out_marks == "first" and len(history) == 1)))):
                 # Corrective rounds keep the others out (without it the neighbour came back with the first click),
                 # except anyone a positive mark asks for.
                 if take_out_others(alpha, self._people_masks(s), s.found_shape, positives,

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 
 FINDERS = ("mediapipe", "nets", "both")
+TAKE_OUT_MARKS = ("off", "first", "all")
 _ON = ("1", "true", "on", "yes")
 _OFF = ("0", "false", "off", "no")
 
@@ -39,8 +40,9 @@ class EngineOptions:
     finder: str = "mediapipe"
     # Whose finds text grounding describes (`FINDERS`): the sentence-to-person match was tuned on mediapipe's masks.
     grounding_finder: str = "mediapipe"
-    # Other people out of the matte in sessions without a box too (clicks, strokes, text + marks).
-    take_out_without_box: bool = False
+    # Other people out of the matte in sessions without a box too (clicks, strokes, text + marks): "off", in the
+    # "first" round only, or in "all" rounds.
+    take_out_marks: str = "off"
     # A box whose crops mediapipe finds nobody in gets BlazePose's mask of the person centred on the box as its prior.
     box_prior_fallback: bool = False
     # A corrective mark that contradicts the kept pose prior releases it only where the mark points (the region where
@@ -51,6 +53,8 @@ class EngineOptions:
         for name in ("finder", "grounding_finder"):
             if getattr(self, name) not in FINDERS:
                 raise ValueError(f"{name} must be one of {', '.join(FINDERS)}, got {getattr(self, name)!r}")
+        if self.take_out_marks not in TAKE_OUT_MARKS:
+            raise ValueError(f"take_out_marks must be one of {', '.join(TAKE_OUT_MARKS)}, got {self.take_out_marks!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EngineOptions:
@@ -83,7 +87,7 @@ ENV_VARS = {
     "finder_faces": "DFIMAT_FINDER_FACES",
     "finder": "DFIMAT_FINDER",
     "grounding_finder": "DFIMAT_GROUNDING_FINDER",
-    "take_out_without_box": "DFIMAT_TAKE_OUT_WITHOUT_BOX",
+    "take_out_marks": "DFIMAT_TAKE_OUT_MARKS",
     "box_prior_fallback": "DFIMAT_BOX_PRIOR_FALLBACK",
     "release_prior": "DFIMAT_RELEASE_PRIOR",
 }
