@@ -114,12 +114,17 @@ def import_check(python: Path) -> tuple[bool, str]:
     if not Path(python).exists():
         return False, f"{python} does not exist"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    try:
-        out = subprocess.run(
-            [str(python), "-c", IMPORT_CHECK], capture_output=True, text=True, timeout=300, env=env, cwd=Path.home()
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return False, str(exc)
+    # Importing mediapipe imports matplotlib, which writes a font cache under ~/.cache/matplotlib: a check must
+    # leave no file in the user's home, so that cache goes to a temporary folder.
+    with tempfile.TemporaryDirectory(prefix="dfimat-check-") as scratch:
+        env["MPLCONFIGDIR"] = scratch
+        try:
+            out = subprocess.run(
+                [str(python), "-c", IMPORT_CHECK], capture_output=True, text=True, timeout=300, env=env,
+                cwd=Path.home(),
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return False, str(exc)
     if out.returncode:
         lines = (out.stderr or out.stdout).strip().splitlines()
         return False, lines[-1] if lines else f"exit code {out.returncode}"
@@ -236,7 +241,8 @@ def ensure_venv(venv: Path, device: str, log=print) -> None:
                 "python3-venv (sudo apt-get install python3-venv) and rerun"
             ) from exc
     pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check"]
-    _run([*pip, "-q", *constraint_args(), "--upgrade", "pip"], log)
+    # pip itself is not pinned: an offline install (PIP_NO_INDEX, a wheel folder without pip) keeps the venv's own.
+    _run([*pip, "-q", "--upgrade", "pip"], log)
     has_torch = can_import(python, "torch")
     quiet = ["-q"] if has_torch else []  # a first install shows pip's progress; an update only its errors
     # torch alone (the build the device needs, from wherever torch_install_args finds it); its own dependencies

@@ -379,7 +379,7 @@ def test_gpu_install_ends_with_onnxruntime_gpu_only(tmp_path, monkeypatch):
     commands = _fake_venv(tmp_path, monkeypatch, {"onnxruntime": "1.22.0", "onnxruntime-gpu": "1.22.0"})
     venv.ensure_venv(tmp_path / "venv", "cuda", log=lambda _m: None)
     assert [_pip_tail(c) for c in commands] == [
-        _pinned("--upgrade", "pip"),
+        ["install", "--upgrade", "pip"],
         _pinned("--upgrade", "/src/dfimat[gpu]"),
         *_mediapipe(),
         # Both builds own onnxruntime/: removing the CPU one deletes GPU files, hence the reinstall after it.
@@ -396,7 +396,7 @@ def test_cpu_install_after_a_gpu_one_drops_onnxruntime_gpu(tmp_path, monkeypatch
                           stamp_device="cuda")
     venv.ensure_venv(tmp_path / "venv", "cpu", log=lambda _m: None)
     assert [_pip_tail(c) for c in commands] == [
-        _pinned("--upgrade", "pip"),
+        ["install", "--upgrade", "pip"],
         ["install", "--force-reinstall", "--no-deps", venv.TORCH_FALLBACK_SPEC],
         _pinned("--upgrade", "/src/dfimat"),
         *_mediapipe(),
@@ -410,7 +410,7 @@ def test_plain_cpu_install_touches_no_onnxruntime(tmp_path, monkeypatch):
 
     commands = _fake_venv(tmp_path, monkeypatch, {"onnxruntime": "1.22.0"})
     venv.ensure_venv(tmp_path / "venv", "cpu", log=lambda _m: None)
-    assert [_pip_tail(c) for c in commands] == [_pinned("--upgrade", "pip"), _pinned("--upgrade", "/src/dfimat"),
+    assert [_pip_tail(c) for c in commands] == [["install", "--upgrade", "pip"], _pinned("--upgrade", "/src/dfimat"),
                                                 *_mediapipe()]
     assert venv.onnxruntime_commands(Path("py"), "cuda", {"onnxruntime-gpu": "1.22.0"}) == []
 

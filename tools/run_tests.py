@@ -49,7 +49,7 @@ def ensure_venv() -> Path:
     if stamp.exists() and stamp.read_text().strip() == want:
         return py
     pip = [py, "-m", "pip", "install", "-q"]
-    run([*pip, *constraint_args(), "--upgrade", "pip"])
+    run([*pip, "--upgrade", "pip"])
     has_torch = subprocess.run([str(py), "-c", "import torch"], capture_output=True).returncode == 0
     # The installer's steps (installer/venv.py ensure_venv): torch's build alone, then everything else at the
     # versions in constraints.txt, then mediapipe without the dependencies the backend never uses.

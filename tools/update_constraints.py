@@ -32,8 +32,9 @@ from installer.venv import (  # noqa: E402 - stdlib only, like this script
     torch_install_args,
 )
 
-# Chosen by their own install steps (torch: CPU or CUDA build) or not a dependency at all.
-LEFT_OUT = {"torch", "dfimat"}
+# Chosen by their own install steps (torch: CPU or CUDA build), not a dependency at all, or pip itself (an offline
+# install keeps the venv's own pip, which a pin would make fail).
+LEFT_OUT = {"torch", "dfimat", "pip"}
 
 
 def run(cmd: list[str]) -> str:
