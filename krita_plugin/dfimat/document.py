@@ -316,6 +316,15 @@ def _add_mask_through_action(doc, node, alpha: bytes, width: int, height: int):
     before = {node_id(c) for c in node.childNodes()}
     previous_selection = doc.selection()
     previous_active = doc.activeNode()
+    # The action deselects the matte within its own undo step, so undoing that step selects the matte again. An
+    # undoable Deselect of the user's selection first (Select All + Deselect when there is none), in the same
+    # DFIMat undo step (undo.py), makes undoing the round end on the user's selection, or on none.
+    if previous_selection is None and app.action("select_all") is not None:
+        app.action("select_all").trigger()
+        doc.waitForDone()
+    if app.action("deselect") is not None:
+        app.action("deselect").trigger()
+        doc.waitForDone()
     doc.setSelection(_selection_from(alpha, width, height))
     doc.setActiveNode(node)
     app.action("add_new_transparency_mask").trigger()
