@@ -457,6 +457,8 @@ def test_a_channel_uses_the_session_then_the_layer_under_the_strokes_then_the_on
 def test_no_photo_layer_to_tell_apart_is_an_error_that_says_which():
     with pytest.raises(it.IntentError, match=r'channel is selected.*2 visible layers \("a", "b"\)'):
         it.pick_target(_stack(("a", {}), ("b", {})), [None])
+    with pytest.raises(it.IntentError, match=r'no layer is selected.*2 visible layers'):
+        it.pick_target(_stack(("a", {}), ("b", {})), [])
     with pytest.raises(it.IntentError, match=r'stroke layer "DFIMat -" is selected.*no visible ordinary layer'):
         it.pick_target(_stack(("DFIMat -", {}), ("photo", {"visible": False})), [1])
     with pytest.raises(it.IntentError, match=r'"DFIMat \+".*no visible layer lies under the strokes.*"top", "mid"'):

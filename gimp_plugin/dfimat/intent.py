@@ -622,7 +622,10 @@ def pick_target(layers: Sequence[LayerInfo], selected: Sequence[int | None], las
     visible = [layer for layer in photos if layer.visible]
     if len(visible) == 1:
         return visible[0].item_id
-    what = f"the stroke layer \"{strokes[0].name}\" is selected" if chosen else "a channel is selected"
+    if chosen:
+        what = f"the stroke layer \"{strokes[0].name}\" is selected"
+    else:
+        what = "a channel is selected" if None in selected else "no layer is selected"
     if not visible:
         why = f"{what} and the image has no visible ordinary layer"
     elif strokes:
