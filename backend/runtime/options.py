@@ -35,19 +35,22 @@ class EngineOptions:
     finder_tiles: bool = True
     # ... and in body-shaped crops hung from faces no find covers yet: validation composites 72.4 -> 78.5 % found.
     finder_faces: bool = True
-    # Who finds the people (`FINDERS`): "mediapipe" (its pose model, one person per pass),
-    # "nets" (NanoDet + MoveNet + BlazePose masks, models/person/) or "both".
-    finder: str = "mediapipe"
-    # Whose finds text grounding describes (`FINDERS`): the sentence-to-person match was tuned on mediapipe's masks.
+    # Who finds the people for the take-out and the every-person split (`FINDERS`): "mediapipe" (its pose model, one
+    # person per pass), "nets" (NanoDet + MoveNet + BlazePose masks, models/person/) or "both". nets: held-out people
+    # found 59.5 -> 74.0 % (+0.145 [+0.076, +0.214]), looser box +0.005 [-0.000, +0.011] (docs/experiments.md).
+    finder: str = "nets"
+    # Whose finds text grounding describes (`FINDERS`): with the networks' finds, validation text fell 67 -> 63 %.
     grounding_finder: str = "mediapipe"
     # Other people out of the matte in sessions without a box too (clicks, strokes, text + marks): "off", in the
-    # "first" round only, or in "all" rounds.
+    # "first" round only, or in "all" rounds. Off: both lost validation clicks @5 (-0.005) for a first-round gain.
     take_out_marks: str = "off"
     # A box whose crops mediapipe finds nobody in gets BlazePose's mask of the person centred on the box as its prior.
+    # Off: validation one box -0.002 [-0.005, +0.000].
     box_prior_fallback: bool = False
     # A corrective mark that contradicts the kept pose prior releases it only where the mark points (the region where
-    # prior and ISCN disagree around the mark), instead of dropping the whole prior.
-    release_prior: bool = False
+    # prior and ISCN disagree around the mark), instead of dropping the whole prior: validation clicks @5 +0.007
+    # [+0.004, +0.011], corrective rounds that lose > 0.02 IoU 5.4 -> 3.5 %.
+    release_prior: bool = True
 
     def __post_init__(self) -> None:
         for name in ("finder", "grounding_finder"):
