@@ -116,7 +116,7 @@ def engine(tmp_path, monkeypatch):
 
 def test_engine_takes_others_out_of_box_sessions_unless_a_mark_asks_for_them(engine, monkeypatch):
     finder = _Finder()
-    monkeypatch.setattr(backend.runtime.people, "pose_detector", lambda: finder)
+    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind: finder)
     image = np.random.default_rng(1).integers(0, 256, (H, W, 3), dtype=np.uint8)
     sid = engine.open(image)
     alpha = engine.predict(sid, {"box": [10.0, 5.0, 120.0, 95.0]})
@@ -141,7 +141,7 @@ def test_engine_takes_others_out_of_box_sessions_unless_a_mark_asks_for_them(eng
 
 def test_a_text_round_after_a_box_round_runs_the_whole_finder(engine, monkeypatch):
     finder = _Finder()
-    monkeypatch.setattr(backend.runtime.people, "pose_detector", lambda: finder)
+    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind: finder)
     sid = engine.open(np.zeros((H, W, 3), np.uint8))
     engine.predict(sid, {"box": [10.0, 5.0, 120.0, 95.0]})
     engine.reset(sid)
@@ -150,11 +150,11 @@ def test_a_text_round_after_a_box_round_runs_the_whole_finder(engine, monkeypatc
     assert len(engine._sessions[sid].candidates) == 2 and len(engine._sessions[sid].found) == 2
 
 
-def test_without_mediapipe_the_box_round_is_the_networks_answer(engine, monkeypatch):
-    def missing():
+def test_without_a_finder_the_box_round_is_the_networks_answer(engine, monkeypatch):
+    def missing(kind):
         raise RuntimeError("listing every person needs mediapipe")
 
-    monkeypatch.setattr(backend.runtime.people, "pose_detector", missing)
+    monkeypatch.setattr(backend.runtime.people, "people_finder", missing)
     image = np.zeros((H, W, 3), np.uint8)
     alpha = engine.predict(engine.open(image), {"box": [10.0, 5.0, 120.0, 95.0]})
     assert alpha[50, 85] == 1.0 and engine.options.take_out_others is False
@@ -166,3 +166,12 @@ def test_the_switch_follows_the_environment(tmp_path, monkeypatch):
     assert Engine.load(device="cpu", weights=weights, runtime="torch").options.take_out_others is False
     monkeypatch.delenv("DFIMAT_TAKE_OUT_OTHERS")
     assert Engine.load(device="cpu", weights=weights, runtime="torch").options.take_out_others is True
+
+
+def test_every_person_runs_the_finder_once_and_takes_the_others_out(engine, monkeypatch):
+    finder = _Finder()
+    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind: finder)
+    image = np.random.default_rng(2).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    mattes = backend.runtime.people.matte_people(engine, image, {}, every_person=True)
+    assert [box for box, _ in mattes] == [[20.0, 10.0, 60.0, 90.0], [60.0, 10.0, 100.0, 90.0]]
+    assert len(finder.calls) == 1  # the split's boxes and each round's take-out share one find

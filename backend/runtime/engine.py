@@ -270,6 +270,7 @@ class _Session:
     found: list[FoundPerson] | None = None
     found_shape: tuple[int, int] = (0, 0)
     found_by: str = ""  # which finder (`EngineOptions.finder` kinds) made `found`
+    found_boxes: list[list[float]] = field(default_factory=list)  # the same finds' boxes in image pixels
     # The first round's pose prior, joined at the MRN's crop in later rounds until a mark contradicts it.
     kept_prior: tuple[np.ndarray, float] | None = None
     # Per round, the rules around the networks that shaped its answer (`Engine.rules`).
@@ -357,7 +358,7 @@ class Engine:
             self._sessions[new] = _Session(image=source.image, letterbox=source.letterbox, feats=source.feats,
                                            crops=dict(source.crops), candidates=source.candidates,
                                            found=source.found, found_shape=source.found_shape,
-                                           found_by=source.found_by)
+                                           found_by=source.found_by, found_boxes=source.found_boxes)
         return new
 
     def _encode(self, image: np.ndarray, lb: Letterbox) -> dict[str, torch.Tensor]:
@@ -593,6 +594,18 @@ class Engine:
             self._find(s, self.options.finder, tiles=False, faces=False)
         return s.found or []
 
+    def people_in(self, sid: str) -> list[list[float]]:
+        """Boxes of everyone the people finder (`EngineOptions.finder`) sees in the session's image. The finds stay
+        in the session, so the take-out in the rounds that follow (one per person in the every-person split) does not
+        run the finder again."""
+        with self._lock:
+            s = self._get(sid)
+            if s.found is None or s.found_by != self.options.finder:
+                found = self._find(s, self.options.finder, tiles=self.options.finder_tiles,
+                                   faces=self.options.finder_faces)
+                s.found_boxes = [] if found is None else [box for box, _ in found.people]
+            return list(s.found_boxes)
+
     def detect_people(self, image: np.ndarray) -> list[list[float]]:
         """Boxes of everyone the people finder sees in ``image`` (the every-person split's finder,
         `backend.runtime.people.default_detector`), with this engine's finder options."""
@@ -617,9 +630,10 @@ class Engine:
             found = detector.find(s.image, **kw)
         except Exception:  # a native finder failing on one image must not cost the user the round
             log.exception("the people finder failed on this image; the networks answer alone")
-            s.candidates, s.found, s.found_by = [], [], kind
+            s.candidates, s.found, s.found_by, s.found_boxes = [], [], kind, []
             return None
         s.found = [FoundPerson.from_mask(mask) for _, mask in found.people]
+        s.found_boxes = [box for box, _ in found.people]
         s.found_shape, s.found_by = found.small.shape[:2], kind
         return found
 

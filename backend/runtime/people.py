@@ -293,7 +293,9 @@ def matte_people(engine: Any, image: np.ndarray, prompts: dict, every_person: bo
     try:
         if not every_person:
             return [(prompts.get("box"), engine.predict(sid, prompts))]
-        boxes = (detector or default_detector(engine))(image)
+        own = getattr(engine, "people_in", None)
+        # The engine's own finder runs inside the session, so each person's round reuses its finds.
+        boxes = own(sid) if detector is None and callable(own) else (detector or default_detector(engine))(image)
         out: list[tuple[list[float] | None, np.ndarray]] = []
         for box in boxes:
             if cancel is not None and cancel.is_set():
