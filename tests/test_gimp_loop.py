@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.editors import debian13
+from tests.editors import sandbox
 from tests.loop_harness.backend import rule_backend
 
 pytestmark = [pytest.mark.gimp, pytest.mark.slow]
@@ -66,10 +66,7 @@ def _shrink(mask: np.ndarray, px: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory):
-    reason = debian13.skip_reason()
-    if reason:
-        pytest.skip(reason)
-    debian13.ensure_root()
+    sandbox.require(sandbox.TRIXIE)
     work = tmp_path_factory.mktemp("gimp-loop")
     out = work / "out"
     out.mkdir()
@@ -81,8 +78,8 @@ def loop(tmp_path_factory):
     (work / "scenario.json").write_text(json.dumps(scenario))
     with rule_backend(work) as backend:
         started = time.monotonic()
-        run = debian13.run_in_root(
-            [*debian13.xvfb_run(), "gimp-3.0", "--no-splash", "--batch-interpreter=python-fu-eval", "-b", "-",
+        run = sandbox.TRIXIE.run_in_root(
+            [*sandbox.xvfb_run(), "gimp-3.0", "--no-splash", "--batch-interpreter=python-fu-eval", "-b", "-",
              "--quit"],
             binds=[work], env={"HOME": str(home), "DFIMAT_CONFIG": str(backend.config),
                                "LOOP_SCENARIO": str(work / "scenario.json")},

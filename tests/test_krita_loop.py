@@ -1,5 +1,6 @@
-"""The refinement loop in a real Krita 5.2.9 (Debian 13 root) and, where the host has Debian 12's package, Krita
-5.1.5 (GUI under Xvfb), driven from the keyboard.
+"""The refinement loop in a real Krita 5.2.9 (Debian 13 root) and Krita 5.1.5 (Debian 12 root), GUI under Xvfb,
+driven from the keyboard. Both run from the cached roots of tests/editors/sandbox.py like tests/test_krita_real.py
+(a host that is itself the root's release with the editors is used by that module directly).
 
 Ctrl+Alt+Shift+P after a rectangle selection, a line on a "DFIMat -" layer that stays active, Ctrl+Alt+Shift+R,
 three Ctrl+Z and three Ctrl+Shift+Z, the matte view on and off (Ctrl+Alt+Shift+M), and the DFIMat actions in
@@ -12,9 +13,7 @@ plug-in. About 20-30 s with the root built.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.editors import debian13
+from tests.editors import sandbox
 from tests.loop_harness.backend import rule_backend
 
 pytestmark = [pytest.mark.krita, pytest.mark.slow]
@@ -34,6 +33,7 @@ SIZE = 512
 BOX = (150, 40, 250, 460)  # x, y, w, h: the user's rectangle around the astronaut
 LINE = ((180, 300), (370, 300), 9)  # the "DFIMat -" line: from, to, width
 REACH_PX = 6  # how far from the painted pixels a stroke's scribble may reach (its round ends)
+ROOTS = {"5.2": sandbox.TRIXIE, "5.1": sandbox.BOOKWORM}
 
 
 def _home(work: Path) -> Path:
@@ -63,38 +63,11 @@ def _grow(mask: np.ndarray, px: int) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), kernel) > 0
 
 
-def _host_krita_51() -> str | None:
-    """Why the host cannot run the 5.1 loop (None when it has Debian's Krita 5.1 and the X tools); never installs."""
-    tools = [t for t in ("krita", "xvfb-run", "xdotool", "dpkg-query") if shutil.which(t) is None]
-    if tools:
-        return f"no Krita 5.1 on this host ({', '.join(tools)} missing)"
-    out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "krita"], capture_output=True, text=True)
-    version = out.stdout.split(":", 1)[-1]
-    if out.returncode != 0 or not version.startswith("5.1."):
-        return f"the host's krita is {version or 'not a Debian package'}, not 5.1"
-    return None
-
-
-def _run_host(env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    # Only the system folders on PATH: a venv's python3 first on PATH gives Krita's embedded Python the wrong
-    # standard library (README, Troubleshooting).
-    clean = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": os.environ.get("LANG", "C.UTF-8"), **env}
-    return subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", "timeout", "300", "krita",
-                           "--nosplash"], env=clean, capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module", params=["5.2", "5.1"])
 def loop(request, tmp_path_factory):
     version = request.param
-    if version == "5.2":
-        reason = debian13.skip_reason()
-        if reason:
-            pytest.skip(f"Krita 5.2 needs the Debian 13 root: {reason}")
-        debian13.ensure_root()
-    else:
-        reason = _host_krita_51()
-        if reason:
-            pytest.skip(reason)
+    root = ROOTS[version]
+    sandbox.require(root)
     work = tmp_path_factory.mktemp(f"krita-loop-{version}")
     out = work / "out"
     out.mkdir()
@@ -110,11 +83,8 @@ def loop(request, tmp_path_factory):
                "KTH_PARAMS": str(params), "DFIMAT_CONFIG": str(backend.config), "PYTHONPATH": str(HARNESS),
                "KTH_WATCHDOG_S": "240"}
         started = time.monotonic()
-        if version == "5.2":
-            run = debian13.run_in_root([*debian13.xvfb_run(), "timeout", "300", "krita", "--nosplash"],
-                                       binds=[HARNESS, work], env=env, timeout=360)
-        else:
-            run = _run_host(env, 360)
+        run = root.run_in_root([*sandbox.xvfb_run(), "timeout", "300", "krita", "--nosplash"],
+                               binds=[HARNESS, work], env=env, timeout=360)
         elapsed = time.monotonic() - started
         rounds = list(backend.engine.rounds)
     report_file = out / "report.json"

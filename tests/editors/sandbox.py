@@ -257,7 +257,9 @@ class DebianRoot:
         shutil.copyfile("/etc/resolv.conf", root / "etc" / "resolv.conf")
         wanted = sorted(set(self.packages) | self._stamped(root))
         # Recommends would pull in a desktop's worth of packages; the editors run without them.
-        script = ("set -e; apt-get update -q; DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+        # bwrap's tmpfs /tmp is 0755 root: apt's methods run as _apt and Debian 12's gpgv method writes a temporary
+        # file there ("Couldn't create temporary file /tmp/apt.conf.* for passing config to apt-key").
+        script = ("set -e; chmod 1777 /tmp; apt-get update -q; DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
                   "--no-install-recommends " + " ".join(wanted) + "; apt-get clean; rm -rf /var/lib/apt/lists/*")
         _log(f"{self.label} root (packages {self.cache_key()}): apt-get install {' '.join(wanted)} (a few minutes)")
         start = time.monotonic()
@@ -348,8 +350,10 @@ TRIXIE = DebianRoot(
 BOOKWORM = DebianRoot(
     release="12", codename="bookworm", what="Krita 5.1",
     packages=("krita", "python3-pyqt5", "python3-sip", "python3-numpy", "python3-zmq", "xvfb", "xauth",
-              "ca-certificates"),
-    host_commands=("krita", "kritarunner", "xvfb-run"),
+              "ca-certificates",
+              # The loop test (tests/test_krita_loop.py) presses Krita's shortcuts as X key events.
+              "xdotool"),
+    host_commands=("krita", "kritarunner", "xvfb-run", "xdotool"),
 )
 ROOTS = (TRIXIE, BOOKWORM)
 
