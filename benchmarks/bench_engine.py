@@ -6,7 +6,7 @@ Targets (issue 2): one refinement round <= 150 ms median at 1 MP on 2 CPU cores;
 a first round of one click alone (the pose prior tries crops around it; `backend.runtime.pose_prior`) and a first round of
 text alone (the people finder and text grounding run once per image; `backend.runtime.grounding`), and every person
 at once (`backend.runtime.people.matte_people`: the finder, then one matte per person found) on ``--people-image``
-(default: a coco128-persons photo of six people, else the main photo) at the same size.
+(default: a coco128-persons photo of seven people, else the main photo) at the same size.
 The photo defaults to a Penn-Fudan image from ../shared/data resized to 1 MP (any photo with people works).
 The engine's options come from the environment (`EngineOptions.from_env`, e.g. DFIMAT_FINDER=nets).
 """
@@ -49,8 +49,8 @@ def photo(path: Path | None, megapixels: float) -> np.ndarray:
 
 
 def six_people_photo() -> Path | None:
-    """A coco128-persons photo with six labelled people, if this machine has the shared data."""
-    path = REPO.parent / "shared" / "data" / "coco128-persons" / "images" / "000000000074.jpg"
+    """A coco128-persons photo with seven labelled people (six of them over 1 % of it), if this machine has the shared data."""
+    path = REPO.parent / "shared" / "data" / "coco128-persons" / "images" / "000000000308.jpg"
     return path if path.is_file() else None
 
 
