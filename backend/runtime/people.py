@@ -216,8 +216,7 @@ class NetsDetector:
             found = self._finder.find(image)
         people: list[tuple[list[float], np.ndarray]] = []
         for person in found[:MAX_PEOPLE]:
-            mask = person.full_mask(height, width)
-            small = (cv2.resize(mask, size, interpolation=cv2.INTER_AREA) if scale < 1.0 else mask) >= 0.5
+            small = _on_picture(person, scale, size)
             if small.mean() < MIN_MASK_FRACTION:
                 continue
             people.append((_box_of(small, scale, width, height), small))
@@ -229,6 +228,20 @@ class NetsDetector:
             return Found(small=extra.small, people=people[:MAX_PEOPLE])
         small_image = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if scale < 1.0 else image.copy()
         return Found(small=small_image, people=people)
+
+
+def _on_picture(person: Any, scale: float, size: tuple[int, int]) -> np.ndarray:
+    """A finder person's mask (kept within its rectangle) as a bool mask of the picture of ``size`` (w, h) the photo
+    is downscaled to by ``scale``; only the rectangle is resized, never a photo-sized float mask (24 MP photos)."""
+    out = np.zeros((size[1], size[0]), bool)
+    if person.mask is None or not person.mask.size:
+        return out
+    x0, y0, x1, y1 = person.rect
+    sx0, sy0 = int(np.floor(x0 * scale)), int(np.floor(y0 * scale))
+    sx1, sy1 = min(size[0], max(sx0 + 1, int(np.ceil(x1 * scale)))), min(size[1], max(sy0 + 1, int(np.ceil(y1 * scale))))
+    crop = person.mask if scale >= 1.0 else cv2.resize(person.mask, (sx1 - sx0, sy1 - sy0), interpolation=cv2.INTER_AREA)
+    out[sy0:sy1, sx0:sx1] = crop >= 0.5
+    return out
 
 
 def _threads() -> int | None:
