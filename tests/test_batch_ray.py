@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.serving.batch import BatchOptions, Job, run_local
+from backend.serving.batch import BatchError, BatchOptions, Job, run_local
 from tests.test_batch import FAST, make_photos, outputs, two_people
 from tests.test_cli import ENV
 from tests.test_server_fixtures import REPO
@@ -26,7 +26,7 @@ from tests.test_server_fixtures import REPO
 ray = pytest.importorskip("ray", reason="the Ray batch needs the [ray] extra")
 from ray.cluster_utils import Cluster  # noqa: E402 - only once ray is known to be there
 
-from backend.serving.batch_ray import run_ray  # noqa: E402
+from backend.serving.batch_ray import CLIENT_ATTEMPTS, connect, run_ray  # noqa: E402
 
 
 def free_port() -> int:
@@ -186,3 +186,36 @@ def test_the_command_line_on_the_cluster_matches_the_local_command_line(cluster,
     assert "Traceback" not in on_ray.stderr
     assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
     assert on_ray.stdout.replace("/ray ", "/local ").split("(")[0] == local.stdout.split("(")[0]
+
+
+class RefusingRay:
+    """Stands in for the ray module: ``init`` fails ``refusals`` times as Ray's client does when the head's client
+    server could not start the process for that connection, then connects."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals, self.calls = refusals, []
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, address: str, **kwargs) -> None:
+        self.calls.append(address)
+        if len(self.calls) <= self.refusals:
+            raise ConnectionAbortedError("Initialization failure from server:\nTraceback (most recent call last):")
+
+
+def test_a_ray_client_connection_the_head_refused_is_tried_again(capsys):
+    fake = RefusingRay(CLIENT_ATTEMPTS - 1)
+    assert connect(fake, "ray://10.0.0.1:10001") is True
+    assert fake.calls == ["ray://10.0.0.1:10001"] * CLIENT_ATTEMPTS
+    assert capsys.readouterr().err.count("refused the connection (Initialization failure from server)") == \
+        CLIENT_ATTEMPTS - 1
+    fake = RefusingRay(CLIENT_ATTEMPTS)
+    with pytest.raises(BatchError, match=r"^cannot reach the Ray cluster at ray://10.0.0.1:10001: Initialization "
+                                         rf"failure from server: \(tried {CLIENT_ATTEMPTS} times\)$"):
+        connect(fake, "ray://10.0.0.1:10001")
+    assert len(fake.calls) == CLIENT_ATTEMPTS
+    fake = RefusingRay(1)  # not a client address: one try, as before
+    with pytest.raises(BatchError, match="^cannot reach the Ray cluster at 10.0.0.1:6379: Initialization"):
+        connect(fake, "10.0.0.1:6379")
+    assert len(fake.calls) == 1

@@ -33,6 +33,13 @@ INSTALL_HINT = 'pip install "dfimat[ray]" (or pip install "ray[default]>=2.40,<3
 MAX_TASK_RETRIES = 2
 CPUS_PER_WORKER = 1
 WAIT_S = 0.5  # ray.wait's timeout: how soon Ctrl-C is noticed while every worker is busy
+# Tries of a ray:// connection that the head's client server refused at its start. That server starts one process
+# per connection, and with Ray 2.60 a start sometimes fails on its own (the new process dies before it runs, its
+# ray_client_server_230NN.err empty or holding gRPC's "epoll_wait error: Bad file descriptor"; the driver gets
+# "Initialization failure from server" after about 40 s): seen in a fresh-clone test run and in 1 of 4 connections
+# in a loop. The next connection gets a new process. An unreachable address is not retried here: Ray's client
+# already waits and retries for it.
+CLIENT_ATTEMPTS = 3
 
 
 def import_ray() -> Any:
@@ -79,15 +86,24 @@ def connect(ray: Any, address: str | None) -> bool:
         return False
     # Workers' output (mediapipe's native log lines) would break the progress bar; it stays in Ray's session logs.
     kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
-    try:
-        if address is None:
-            ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **kwargs)
-        else:
-            ray.init(address=address, **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise BatchError(f"cannot reach the Ray cluster at {address}: {first}") from None
-    return True
+    attempts = CLIENT_ATTEMPTS if address is not None and address.startswith("ray://") else 1
+    attempt = 1
+    while True:
+        try:
+            if address is None:
+                ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **kwargs)
+            else:
+                ray.init(address=address, **kwargs)
+            return True
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            # ConnectionAbortedError: the client server refused this connection (ray:// only).
+            if not isinstance(exc, ConnectionAbortedError) or attempt == attempts:
+                tried = f" (tried {attempts} times)" if attempts > 1 and attempt == attempts else ""
+                raise BatchError(f"cannot reach the Ray cluster at {address}: {first}{tried}") from None
+            print(f"ray: {address} refused the connection ({first.rstrip(':')}); connecting again",
+                  file=sys.stderr)
+            attempt += 1
 
 
 def worker_count(ray: Any, workers: int | None, gpus_per_worker: float, images: int) -> int:
