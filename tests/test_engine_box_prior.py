@@ -11,6 +11,7 @@ from backend.dfimat.model import build_tiny_checkpoint
 from backend.dfimat.prompts import Box, Click, PromptHistory, RoundPrompts, Scribble
 from backend.runtime.engine import BOX_SUPPORT_MARGIN, Engine, box_support
 from backend.runtime.focus import region_box
+from backend.runtime.options import EngineOptions
 from backend.runtime.pose_prior import (
     BOX_AVERAGE_PADDINGS,
     BOX_PADDING,
@@ -118,7 +119,7 @@ def test_prior_on_rect_samples_the_photo_rectangle_from_the_downscaled_mask():
 
 
 def test_the_mrn_joins_the_prior_at_its_crop(weights, monkeypatch):
-    engine = _engine(weights)
+    engine = _engine(weights, options=EngineOptions(release_prior=False))
     engine._pose = lambda image, rect: np.pad(np.full((100, 100), 0.9, np.float32),
                                               ((100, image.shape[0] - 200), (150, image.shape[1] - 250)))
     seen = []
@@ -215,8 +216,8 @@ def test_marks_alone_get_the_mean_of_the_first_crops_that_agree_with_every_mark(
     assert np.array_equal(first, fake_pose(agree[0]))
 
 
-def test_corrective_rounds_keep_the_prior_until_a_mark_contradicts_it(weights, monkeypatch):
-    engine = _engine(weights)
+def test_without_release_a_contradicting_mark_drops_the_prior(weights, monkeypatch):
+    engine = _engine(weights, options=EngineOptions(release_prior=False))
     person = np.zeros((H, W), np.float32)
     person[50:350, 50:250] = 0.9
     engine._pose = lambda image, rect: person.copy()
@@ -337,3 +338,23 @@ def test_a_loose_box_places_the_prior_by_the_box_the_second_pass_shrank_it_to(we
     ux0, uy0, ux1, uy1 = box_rect(loose, W, H)
     assert x0 > ux0 and x1 < ux1 and y0 > uy0  # the crop sits around the shrunk box, not the user's
     assert engine._sessions[sid].history.box == loose  # the session keeps what the user drew
+
+
+def test_a_contradicting_mark_releases_the_prior_only_where_it_points(weights, monkeypatch):
+    engine = _engine(weights)  # release_prior is on by default
+    person = np.zeros((H, W), np.float32)
+    person[50:350, 50:250] = 0.9
+    engine._pose = lambda image, rect: person.copy()
+    seen = []
+    refine = engine._refine
+    monkeypatch.setattr(engine, "_refine", lambda *a, **kw: seen.append(kw.get("prior")) or refine(*a, **kw))
+    sid = engine.open(_image())
+    engine.predict(sid, {"clicks": [[150.0, 200.0, True]]})
+    first = seen[-1].prior[0]
+    engine.predict(sid, {"clicks": [[200.0, 100.0, False]]})  # a negative mark on the prior's person
+    assert "kept_prior" in engine.rules(sid)[-1]
+    released = engine._sessions[sid].kept_prior[0]
+    assert released[100, 200] == 0.5  # no opinion where the user pointed: the ISCN decides there
+    changed = released != first
+    assert changed.any() and changed.mean() < 0.5  # ... and only in the region the mark lies in
+    assert np.array_equal(released[~changed], first[~changed])
