@@ -9,12 +9,10 @@ Parameters: JSON file ``$KTH_PARAMS`` (see kr_roundtrip.py); raw alphas go to ``
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
-import traceback
 
-from kdoc import structure
+from kdoc import run_and_report, structure
 
 ACTION_IDS = ("dfimat_select_person", "dfimat_refine", "dfimat_reset", "dfimat_selected_layers",
               "dfimat_split_people")
@@ -26,16 +24,7 @@ MAX_UNDO_STEPS = 12
 
 
 def main():
-    params = json.load(open(os.environ["KTH_PARAMS"]))
-    report = {"ok": False}
-    try:
-        run(params, report)
-        report["ok"] = True
-    except Exception:
-        report["error"] = traceback.format_exc()
-    with open(os.path.join(params["out_dir"], "report.json"), "w") as fh:
-        json.dump(report, fh, indent=1)
-    return report
+    return run_and_report(run)
 
 
 def delay_backend_jobs(worker):

@@ -11,26 +11,16 @@ width*height alpha plane for the "DFIMat -" layer), output ("mask"), out_dir, un
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
-import traceback
 
-from kdoc import structure
+from kdoc import run_and_report, structure
 
 WAIT_S = 600.0
 
 
 def main(*args):
-    params = json.load(open(os.environ["KTH_PARAMS"]))
-    report = {"ok": False}
-    try:
-        run(params, report)
-        report["ok"] = True
-    except Exception:
-        report["error"] = traceback.format_exc()
-    with open(os.path.join(params["out_dir"], "report.json"), "w") as fh:
-        json.dump(report, fh, indent=1)
+    run_and_report(run)
     return 0
 
 

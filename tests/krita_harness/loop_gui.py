@@ -10,28 +10,17 @@ its ``out_dir``.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import time
-import traceback
 
-from kdoc import structure
+from kdoc import run_and_report, structure
 
 WAIT_S = 60.0
 
 
 def main():
-    params = json.load(open(os.environ["KTH_PARAMS"]))
-    report = {"ok": False}
-    try:
-        run(params, report)
-        report["ok"] = True
-    except Exception:
-        report["error"] = traceback.format_exc()
-    with open(os.path.join(params["out_dir"], "report.json"), "w") as fh:
-        json.dump(report, fh, indent=1)
-    return report
+    return run_and_report(run)
 
 
 def pump(seconds: float) -> None:
