@@ -215,15 +215,21 @@ def test_marks_alone_get_the_mean_of_the_first_crops_that_agree_with_every_mark(
     first = pose_mask(prompts, W, H, fake_pose)  # one crop: the first that agrees, as the MediaPipe baseline
     assert np.array_equal(first, fake_pose(agree[0]))
 
-
-def test_without_release_a_contradicting_mark_drops_the_prior(weights, monkeypatch):
-    engine = _engine(weights, options=EngineOptions(release_prior=False))
+def _pose_is_one_person(engine, monkeypatch):
+    """Make the pose model see one person (a 300 x 200 block, 0.9) in every crop, and record the prior each MRN call
+    gets; returns (the person's mask, the list of priors)."""
     person = np.zeros((H, W), np.float32)
     person[50:350, 50:250] = 0.9
     engine._pose = lambda image, rect: person.copy()
     seen = []
     refine = engine._refine
     monkeypatch.setattr(engine, "_refine", lambda *a, **kw: seen.append(kw.get("prior")) or refine(*a, **kw))
+    return person, seen
+
+
+def test_without_release_a_contradicting_mark_drops_the_prior(weights, monkeypatch):
+    engine = _engine(weights, options=EngineOptions(release_prior=False))
+    person, seen = _pose_is_one_person(engine, monkeypatch)
     sid = engine.open(_image())
     engine.predict(sid, {"clicks": [[150.0, 200.0, True]]})
     first = seen[-1].prior
@@ -342,12 +348,7 @@ def test_a_loose_box_places_the_prior_by_the_box_the_second_pass_shrank_it_to(we
 
 def test_a_contradicting_mark_releases_the_prior_only_where_it_points(weights, monkeypatch):
     engine = _engine(weights)  # release_prior is on by default
-    person = np.zeros((H, W), np.float32)
-    person[50:350, 50:250] = 0.9
-    engine._pose = lambda image, rect: person.copy()
-    seen = []
-    refine = engine._refine
-    monkeypatch.setattr(engine, "_refine", lambda *a, **kw: seen.append(kw.get("prior")) or refine(*a, **kw))
+    person, seen = _pose_is_one_person(engine, monkeypatch)
     sid = engine.open(_image())
     engine.predict(sid, {"clicks": [[150.0, 200.0, True]]})
     first = seen[-1].prior[0]
