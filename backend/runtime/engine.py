@@ -606,15 +606,6 @@ class Engine:
                 s.found_boxes = [] if found is None else [box for box, _ in found.people]
             return list(s.found_boxes)
 
-    def detect_people(self, image: np.ndarray) -> list[list[float]]:
-        """Boxes of everyone the people finder sees in ``image`` (the every-person split's finder,
-        `backend.runtime.people.default_detector`), with this engine's finder options."""
-        from backend.runtime.people import people_finder
-
-        found = people_finder(self.options.finder).find(to_rgb_uint8(image), tiles=self.options.finder_tiles,
-                                                        faces=self.options.finder_faces)
-        return [box for box, _ in found.people]
-
     def _find(self, s: _Session, kind: str, **kw: bool) -> Found | None:
         """Run the people finder on the session's image and keep its masks in the session; None when it cannot run
         (mediapipe missing: its users are switched off) or fails on this image (nobody found)."""
