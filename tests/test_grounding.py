@@ -58,7 +58,8 @@ def test_sentences_pick_the_described_person(encoder):
     # Nothing like any description: no pick, so the ISCN's own text path answers.
     assert match("a bowl of soup", candidates, encoder.embed_many) is None
     assert match("the person", [], encoder.embed_many) is None
-    assert match("the person", [Candidate([0, 0, 1, 1], ())], encoder.embed_many) is None
+    lone = Candidate([0, 0, 1, 1], (), candidates[0].facts)
+    assert match("the person", [lone], encoder.embed_many) is None
 
 
 def test_rewordings_never_use_the_generators_words():

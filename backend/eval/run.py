@@ -61,6 +61,7 @@ from backend.data.simulate import (
 from backend.dfimat.prompts import RoundPrompts
 from backend.eval.baselines import UnsupportedPrompt, load_baseline
 from backend.eval.metrics import VS_BINARY_NOTE, boundary_f, error_split, iou, leak, matting_vs_binary, noc
+from backend.eval.paraphrase import paraphrase
 from backend.runtime.marks import agreeing, points
 from backend.runtime.people import matte_people
 from backend.runtime.refexpr import expressions, reword
@@ -88,6 +89,7 @@ class EvalConfig:
     seed: int = 0
     matting_metrics: bool = True
     reword_text: bool = False  # say every generated expression another way (backend.runtime.refexpr.reword)
+    paraphrase_text: bool = False  # ... or as backend.eval.paraphrase says it (written without sight of the matcher)
     box_margin: float = 0.0  # box mode: grow the tight box by this fraction of its size on every side
 
 
@@ -220,6 +222,9 @@ def _evaluate_item(method: Any, item: Item, cfg: EvalConfig, times: list[dict], 
         texts = expressions(people, image)
         if cfg.reword_text:
             texts = [[reword(t) for t in ts] for ts in texts]
+        elif cfg.paraphrase_text:
+            # The wording variant turns with person and expression, so each kind of fact meets every wording.
+            texts = [[paraphrase(t, i + k) for k, t in enumerate(ts)] for i, ts in enumerate(texts)]
     if "people" in cfg.modes:
         _evaluate_people(method, item, image, targets, times, records)
     if not set(cfg.modes) - {"people"}:
@@ -315,7 +320,7 @@ def evaluate(method: Any, sets: Sequence[tuple[DataSet, Sequence[Item]]], cfg: E
         "data": data_info,
         "settings": {"modes": list(cfg.modes), "max_clicks": cfg.max_clicks, "max_expressions": cfg.max_expressions,
                      "min_frac": cfg.min_frac, "seed": cfg.seed, "box_margin": cfg.box_margin,
-                     "reword_text": cfg.reword_text},
+                     "reword_text": cfg.reword_text, "paraphrase_text": cfg.paraphrase_text},
         "matting_reference": VS_BINARY_NOTE,
         "unsupported_modes": sorted(unsupported),
         "summary": summarise(records, times, opens, cfg, unsupported),
@@ -571,6 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="box mode: a looser box, each side moved out by this fraction of the box size (0.1 = 10 %%)")
     p.add_argument("--reword-text", action="store_true",
                    help="text/mixed: use hand-written rewordings of the generated expressions (backend.runtime.refexpr.reword)")
+    p.add_argument("--paraphrase-text", action="store_true",
+                   help="text/mixed: use the independent paraphrases of backend.eval.paraphrase instead")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -606,7 +613,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cfg = EvalConfig(modes=modes, max_clicks=args.max_clicks, max_expressions=args.max_expressions,
                      min_frac=args.min_frac, seed=args.seed, matting_metrics=not args.no_matting_metrics,
-                     reword_text=args.reword_text, box_margin=args.box_margin)
+                     reword_text=args.reword_text,
+                     paraphrase_text=args.paraphrase_text, box_margin=args.box_margin)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     report = evaluate(method, sets, cfg, log)
     report["method"] = args.method

@@ -78,7 +78,7 @@ from backend.runtime.focus import (
     select_region,
     target_extent,
 )
-from backend.runtime.grounding import Candidate, describe, match
+from backend.runtime.grounding import Candidate, choose, describe
 from backend.runtime.marks import drop_unmarked_parts, keep_marks, points
 from backend.runtime.options import EngineOptions
 from backend.runtime.others import FoundPerson, take_out_others
@@ -524,7 +524,7 @@ class Engine:
                 or history.scribbles:
             return None
         candidates = self._found_people(s)
-        pick = match(history.text, candidates, self._text_encoder().embed_many)
+        pick = choose(history.text, candidates, self._text_encoder().embed_many, self.options.text_match)
         return None if pick is None else candidates[pick].box
 
     def _pose_prior(self, s: _Session, history: PromptHistory) -> tuple[np.ndarray, float] | None:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backend.runtime.refexpr import expressions
+from backend.runtime.refexpr import PersonFacts, expressions, person_facts
+from backend.runtime.sentence import parse, pick
 
 # Set from phrases alone, before any held-out text run: each generated phrase against its hand-written rewording
 # (`backend.runtime.refexpr.reword`) scores 0.31-0.93, median 0.58, while sentences about no person ("the dog", "remove the
@@ -36,10 +37,12 @@ Embed = Callable[[list[str]], np.ndarray]  # strings -> (N, D) L2-normalised row
 
 @dataclass(frozen=True)
 class Candidate:
-    """One detected person: its box in image pixels and the phrases that single it out among the detected."""
+    """One detected person: its box in image pixels, the phrases that single it out among the detected and the facts
+    they were made from."""
 
     box: list[float]
     phrases: tuple[str, ...]
+    facts: PersonFacts
 
 
 # The generator words the outermost person by the number of people ("on the left" among two, "leftmost" among more);
@@ -63,8 +66,20 @@ def describe(small: np.ndarray, people: Sequence[tuple[list[float], np.ndarray]]
     if not people:
         return []
     phrases = expressions([mask for _, mask in people], small)
-    return [Candidate(box=list(box), phrases=_with_side_wordings(p))
-            for (box, _), p in zip(people, phrases, strict=True)]
+    return [Candidate(box=list(box), phrases=_with_side_wordings(p), facts=person_facts(mask, small))
+            for (box, mask), p in zip(people, phrases, strict=True)]
+
+
+def choose(text: str, candidates: Sequence[Candidate], embed: Embed, how: str = "facts",
+           min_similarity: float = MIN_SIMILARITY) -> int | None:
+    """Index of the candidate ``text`` means, or None. ``how`` = "facts": by the facts the sentence names
+    (`backend.runtime.sentence`), falling back to `match` for a sentence that names no fact and no person;
+    "similarity": `match` alone."""
+    if how == "facts":
+        chosen = pick(parse(text), [c.facts for c in candidates])
+        if chosen is not None:
+            return chosen
+    return match(text, candidates, embed, min_similarity)
 
 
 def match(text: str, candidates: Sequence[Candidate], embed: Embed,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields, replace
 
 FINDERS = ("mediapipe", "nets", "both")
 TAKE_OUT_MARKS = ("off", "first", "all")
+TEXT_MATCHES = ("facts", "similarity")
 _ON = ("1", "true", "on", "yes")
 _OFF = ("0", "false", "off", "no")
 
@@ -41,6 +42,10 @@ class EngineOptions:
     finder: str = "nets"
     # Whose finds text grounding describes (`FINDERS`): with the networks' finds, validation text fell 67 -> 63 %.
     grounding_finder: str = "mediapipe"
+    # How text grounding picks among the found: "facts" (the side, order, colour, size or depth a sentence names, read
+    # word by word: `backend.runtime.sentence`; similarity for sentences naming none) or "similarity" (MiniLM against
+    # generated descriptions of each found person).
+    text_match: str = "similarity"
     # Other people out of the matte in sessions without a box too (clicks, strokes, text + marks): "off", in the
     # "first" round only, or in "all" rounds. Off: both lost validation clicks @5 (-0.005) for a first-round gain.
     take_out_marks: str = "off"
@@ -56,6 +61,8 @@ class EngineOptions:
         for name in ("finder", "grounding_finder"):
             if getattr(self, name) not in FINDERS:
                 raise ValueError(f"{name} must be one of {', '.join(FINDERS)}, got {getattr(self, name)!r}")
+        if self.text_match not in TEXT_MATCHES:
+            raise ValueError(f"text_match must be one of {', '.join(TEXT_MATCHES)}, got {self.text_match!r}")
         if self.take_out_marks not in TAKE_OUT_MARKS:
             raise ValueError(f"take_out_marks must be one of {', '.join(TAKE_OUT_MARKS)}, got {self.take_out_marks!r}")
 
@@ -90,6 +97,7 @@ ENV_VARS = {
     "finder_faces": "DFIMAT_FINDER_FACES",
     "finder": "DFIMAT_FINDER",
     "grounding_finder": "DFIMAT_GROUNDING_FINDER",
+    "text_match": "DFIMAT_TEXT_MATCH",
     "take_out_marks": "DFIMAT_TAKE_OUT_MARKS",
     "box_prior_fallback": "DFIMAT_BOX_PRIOR_FALLBACK",
     "release_prior": "DFIMAT_RELEASE_PRIOR",
