@@ -612,7 +612,7 @@ class Engine:
         from backend.runtime.people import people_finder
 
         try:
-            detector = people_finder(kind)
+            detector = people_finder(kind, self.options.keep_two_poses)
         except RuntimeError as exc:  # mediapipe missing: the networks answer alone
             log.warning("text grounding and taking other people out are off: %s", exc)
             self.options = self.options.with_overrides(text_grounding=False, take_out_others=False)

@@ -73,6 +73,9 @@ class FinderOptions:
     merge_keypoints: float = 0.7  # ... or this share of MoveNet's confident keypoints lies inside the NanoDet box
     keypoint_score: float = 0.3  # keypoints below this are not used for merging or distances
     duplicate_mask_iou: float = 0.6  # two finds whose masks overlap this much are one person
+    # ... unless each carries its own MoveNet pose: two skeletons are two people, however much BlazePose's masks of
+    # them overlap (side by side, BlazePose's crop around one segments both); `resolve_overlaps` splits the masks.
+    keep_two_poses: bool = False
     min_mask_fill: float = 0.0  # share of its box a find's mask (≥ 0.5) must cover, else it is dropped
     # Most of NanoDet's false person boxes are things BlazePose sees no person in (presence median 0.16 on false
     # finds, 0.99 on right ones, tune split at score >= 0.3). With the band 0.4-0.5 and 0.97: tune split 80.0 ->
@@ -106,7 +109,7 @@ class PeopleFinder:
         for p, m in zip(people, self.blazepose(image, np.array([p.box for p in people], np.float32)), strict=True):
             p.mask, p.rect, p.flag = m.mask, m.rect, m.flag
         people = keep_plausible(people, o)
-        people = merge_duplicates(people, o.duplicate_mask_iou)
+        people = merge_duplicates(people, o.duplicate_mask_iou, o.keep_two_poses)
         resolve_overlaps(people, o)
         return people
 
@@ -201,12 +204,14 @@ def mask_iou(a: Person, b: Person) -> float:
     return inter / union if union else 0.0
 
 
-def merge_duplicates(people: list[Person], min_iou: float) -> list[Person]:
+def merge_duplicates(people: list[Person], min_iou: float, keep_two_poses: bool = False) -> list[Person]:
     """Drop a find whose mask is the same person as a higher-scored find's (NanoDet and MoveNet boxes of one person
-    that did not overlap enough to merge, e.g. a box cut at the knees). The kept find takes the keypoints it lacks."""
+    that did not overlap enough to merge, e.g. a box cut at the knees). The kept find takes the keypoints it lacks.
+    With ``keep_two_poses``, two finds that each carry a MoveNet pose are never one person."""
     kept: list[Person] = []
     for p in people:  # highest score first
-        twin = next((k for k in kept if mask_iou(k, p) >= min_iou), None)
+        twin = next((k for k in kept if mask_iou(k, p) >= min_iou
+                     and not (keep_two_poses and k.keypoints is not None and p.keypoints is not None)), None)
         if twin is None:
             kept.append(p)
             continue

@@ -46,6 +46,9 @@ class EngineOptions:
     # word by word: `backend.runtime.sentence`; similarity for sentences naming none) or "similarity" (MiniLM against
     # generated descriptions of each found person).
     text_match: str = "similarity"
+    # The person networks keep two finds that each carry their own MoveNet pose as two people however much their
+    # BlazePose masks overlap (`backend.runtime.finder.FinderOptions.keep_two_poses`).
+    keep_two_poses: bool = False
     # Other people out of the matte in sessions without a box too (clicks, strokes, text + marks): "off", in the
     # "first" round only, or in "all" rounds. Off: both lost validation clicks @5 (-0.005) for a first-round gain.
     take_out_marks: str = "off"
@@ -98,6 +101,7 @@ ENV_VARS = {
     "finder": "DFIMAT_FINDER",
     "grounding_finder": "DFIMAT_GROUNDING_FINDER",
     "text_match": "DFIMAT_TEXT_MATCH",
+    "keep_two_poses": "DFIMAT_KEEP_TWO_POSES",
     "take_out_marks": "DFIMAT_TAKE_OUT_MARKS",
     "box_prior_fallback": "DFIMAT_BOX_PRIOR_FALLBACK",
     "release_prior": "DFIMAT_RELEASE_PRIOR",

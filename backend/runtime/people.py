@@ -197,10 +197,10 @@ class NetsDetector:
     and the every-person split use either. With ``mediapipe`` also set, mediapipe's finds that no network find
     already covers are added (``kind`` "both")."""
 
-    def __init__(self, mediapipe: PoseDetector | None = None) -> None:
-        from backend.runtime.finder import PeopleFinder
+    def __init__(self, mediapipe: PoseDetector | None = None, keep_two_poses: bool = False) -> None:
+        from backend.runtime.finder import FinderOptions, PeopleFinder
 
-        self._finder = PeopleFinder(threads=_threads())
+        self._finder = PeopleFinder(FinderOptions(keep_two_poses=keep_two_poses), threads=_threads())
         self._mediapipe = mediapipe
         self._lock = threading.Lock()
 
@@ -253,19 +253,21 @@ def _threads() -> int | None:
     return torch.get_num_threads()
 
 
-_finders: dict[str, Any] = {}
+_finders: dict[tuple[str, bool], Any] = {}
 
 
-def people_finder(kind: str = "nets") -> PoseDetector | NetsDetector:
-    """The process-wide finder of ``kind`` (`FINDERS`): the person networks, mediapipe's pose model, or both."""
+def people_finder(kind: str = "nets", keep_two_poses: bool = False) -> PoseDetector | NetsDetector:
+    """The process-wide finder of ``kind`` (`FINDERS`): the person networks, mediapipe's pose model, or both;
+    ``keep_two_poses`` as `backend.runtime.finder.FinderOptions` has it (the networks only)."""
     if kind not in FINDERS:
         raise ValueError(f"finder must be one of {', '.join(FINDERS)}, got {kind!r}")
     if kind == "mediapipe":
         return pose_detector()
     with _default_lock:
-        if kind not in _finders:
-            _finders[kind] = NetsDetector(_pose_detector_held() if kind == "both" else None)
-        return _finders[kind]
+        key = (kind, keep_two_poses)
+        if key not in _finders:
+            _finders[key] = NetsDetector(_pose_detector_held() if kind == "both" else None, keep_two_poses)
+        return _finders[key]
 
 
 _default: PoseDetector | None = None

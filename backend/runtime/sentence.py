@@ -71,7 +71,7 @@ def parse(text: str) -> Query:
     words = re.findall(r"[a-z0-9]+", text.lower().replace("-", " "))
     side_at = [i for i, w in enumerate(words) if w in _SIDES]
     side = words[side_at[-1]] if side_at else None
-    near_side = {j for i in side_at for j in range(i - 2, i + 3)}
+    near_side = {j for i in side_at for j in range(i - 3, i + 3)}
     rightmost = [w.removesuffix("most") for w in words if w in ("leftmost", "rightmost")]
     if side is None and rightmost:
         side = rightmost[-1]
