@@ -40,7 +40,7 @@ _ORDINALS = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, 
 _SIDES = {"left": "left", "right": "right"}
 _MIDDLE = {"middle", "centre", "center", "central", "between"}
 _LARGE = {"largest", "biggest", "big", "large", "larger", "bigger", "tallest"}
-_SMALL = {"smallest", "tiniest", "tiny", "small", "smaller", "little", "shortest"}
+_SMALL = {"smallest", "tiniest", "tiny", "small", "smaller", "little", "shortest", "least"}
 _FRONT = {"front", "foreground", "closest", "nearest", "near", "closer", "nearer"}
 _BACK = {"back", "background", "furthest", "farthest", "distant", "behind", "rear"}
 # "furthest left", "far right", "very left", "left edge": a side said as an extreme, not a depth or size.
