@@ -43,8 +43,9 @@ selects are taken out of the matte, except anyone a positive click or stroke lie
 
 Text grounding (default on; `Engine.load(text_grounding=False)` or $DFIMAT_TEXT_GROUNDING=0 turns it off; see
 `backend.runtime.grounding`): while a session's prompts are text only, the people in the photo are found once (mediapipe
-pose), described in words, and the person whose description is closest to the text is added as a box for that
-round's networks only; the session keeps just the text.
+pose), the person the sentence names by side, order, colour, size or depth (`backend.runtime.sentence`; else the one
+whose generated description is closest to it) is added as a box for that round's networks only; the session keeps
+just the text.
 
 Errors: `backend.dfimat.prompts.PromptError` (ValueError) for bad prompts, `ImageError` (ValueError) for images
 that cannot be converted, `SessionError` (KeyError) for unknown or closed sessions.

@@ -11,10 +11,16 @@ easy to read off person masks, so when a round is text only the engine
   4. takes the person whose closest description is most similar to the sentence, as a box prompt for the ISCN
      (the sentence still goes in as the text query).
 A sentence close to no description (cosine < `MIN_SIMILARITY`) is left to the ISCN's text path alone.
+`choose` with ``how="facts"`` (the default, `EngineOptions.text_match`) first reads the facts the sentence names and
+ranks the found people on them (`backend.runtime.sentence`); steps 3-4 then answer only sentences that name no fact
+and no person. MiniLM puts "on the left" and "on the right" close together, and a description exists only where a
+fact holds by a clear margin, so the similarity match alone lost most reworded sentences.
 
 Caveat for reading text scores: the held-out expressions come from `backend.runtime.refexpr` too, so the evaluation measures
-detection plus fact agreement more than language understanding; `backend.runtime.refexpr.reword` (hand-written
-rewordings the describer never produces) is the check that matching does not need the exact wording.
+detection plus fact agreement more than language understanding; `backend.eval.paraphrase` (paraphrases written
+without sight of this module or `backend.runtime.sentence`; `backend.eval --paraphrase-text`) is the check that
+matching does not need the exact wording. `backend.runtime.refexpr.reword` was written beside the describer and seen
+while the fact reader was written, so it no longer counts as such a check.
 """
 
 from __future__ import annotations
