@@ -40,6 +40,23 @@ def test_overlap_within_the_rectangles_counts_as_the_finder_does():
             assert FoundPerson.from_mask(a).overlap(FoundPerson.from_mask(b)) == pytest.approx(_overlap(a, b))
 
 
+def test_a_matte_that_is_nobody_found_loses_the_finds_beside_the_box_only_with_off_box():
+    people = [FoundPerson.from_mask(RIGHT)]  # the boxed person (left) was missed; the neighbour was found
+    selected = _person(20, 10, 90, 90)  # the matte spans the boxed person and most of the neighbour
+    box = (20.0, 10.0, 60.0, 90.0)
+    assert others_mask(selected, people) is None
+    out = others_mask(selected, people, off_box=box)
+    assert out is not None and np.array_equal(out, RIGHT)
+    # A find that fills the box is the boxed person, not someone beside it; a spared (marked) find stays.
+    assert others_mask(selected, [FoundPerson.from_mask(LEFT | _person(60, 10, 64, 90))], off_box=box) is None
+    assert others_mask(selected, people, spared={0}, off_box=box) is None
+    # Through the engine's call, the box is given in image pixels and the finds are on a half-size picture.
+    alpha = selected.astype(np.float32)
+    small = [FoundPerson.from_mask(RIGHT[::2, ::2])]
+    assert take_out_others(alpha, small, (H // 2, W // 2), off_box=list(box))
+    assert alpha[50, 40] == 1.0 and alpha[50, 80] == 0.0
+
+
 def test_the_other_finds_are_taken_out_around_the_selected_one():
     people = [FoundPerson.from_mask(LEFT), FoundPerson.from_mask(RIGHT)]
     selected = LEFT | _person(60, 40, 90, 60)  # the matte spills onto the right-hand person
@@ -116,7 +133,7 @@ def engine(tmp_path, monkeypatch):
 
 def test_engine_takes_others_out_of_box_sessions_unless_a_mark_asks_for_them(engine, monkeypatch):
     finder = _Finder()
-    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind: finder)
+    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, two_poses=False: finder)
     image = np.random.default_rng(1).integers(0, 256, (H, W, 3), dtype=np.uint8)
     sid = engine.open(image)
     alpha = engine.predict(sid, {"box": [10.0, 5.0, 120.0, 95.0]})
@@ -141,7 +158,7 @@ def test_engine_takes_others_out_of_box_sessions_unless_a_mark_asks_for_them(eng
 
 def test_a_text_round_after_a_box_round_runs_the_whole_finder(engine, monkeypatch):
     finder = _Finder()
-    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind: finder)
+    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, two_poses=False: finder)
     sid = engine.open(np.zeros((H, W, 3), np.uint8))
     engine.predict(sid, {"box": [10.0, 5.0, 120.0, 95.0]})
     engine.reset(sid)
@@ -151,7 +168,7 @@ def test_a_text_round_after_a_box_round_runs_the_whole_finder(engine, monkeypatc
 
 
 def test_without_a_finder_the_box_round_is_the_networks_answer(engine, monkeypatch):
-    def missing(kind):
+    def missing(kind, two_poses=False):
         raise RuntimeError("listing every person needs mediapipe")
 
     monkeypatch.setattr(backend.runtime.people, "people_finder", missing)
@@ -170,7 +187,7 @@ def test_the_switch_follows_the_environment(tmp_path, monkeypatch):
 
 def test_every_person_runs_the_finder_once_and_takes_the_others_out(engine, monkeypatch):
     finder = _Finder()
-    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind: finder)
+    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, two_poses=False: finder)
     image = np.random.default_rng(2).integers(0, 256, (H, W, 3), dtype=np.uint8)
     mattes = backend.runtime.people.matte_people(engine, image, {}, every_person=True)
     assert [box for box, _ in mattes] == [[20.0, 10.0, 60.0, 90.0], [60.0, 10.0, 100.0, 90.0]]

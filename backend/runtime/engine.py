@@ -491,8 +491,9 @@ class Engine:
                         self.options.take_out_marks == "first" and len(history) == 1)))):
                 # Corrective rounds keep the others out (without it the neighbour came back with the first click),
                 # except anyone a positive mark asks for.
+                off_box = history.box.as_list() if self.options.off_box and history.box is not None else None
                 if take_out_others(alpha, self._people_masks(s), s.found_shape, positives,
-                                   marked_is_target=history.box is None):
+                                   marked_is_target=history.box is None, off_box=off_box):
                     fired.append("take_out_others")
             if self.options.keep_marks and (history.clicks or history.scribbles):
                 # Without a box the person is where the positive marks are; with one, two parts inside it may both

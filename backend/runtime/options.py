@@ -51,6 +51,9 @@ class EngineOptions:
     # BlazePose masks overlap (`backend.runtime.finder.FinderOptions.keep_two_poses`). Off: validation finder-level
     # 85 -> 90 % found, but every-person mattes +0.006 [+0.000, +0.018] only.
     keep_two_poses: bool = False
+    # In a box session whose matte matches no find, the finds beside the box go anyway (`backend.runtime.others`,
+    # `OFF_BOX_IOU`).
+    off_box: bool = False
     # Other people out of the matte in sessions without a box too (clicks, strokes, text + marks): "off", in the
     # "first" round only, or in "all" rounds. Off: both lost validation clicks @5 (-0.005) for a first-round gain.
     take_out_marks: str = "off"
@@ -104,6 +107,7 @@ ENV_VARS = {
     "grounding_finder": "DFIMAT_GROUNDING_FINDER",
     "text_match": "DFIMAT_TEXT_MATCH",
     "keep_two_poses": "DFIMAT_KEEP_TWO_POSES",
+    "off_box": "DFIMAT_OFF_BOX",
     "take_out_marks": "DFIMAT_TAKE_OUT_MARKS",
     "box_prior_fallback": "DFIMAT_BOX_PRIOR_FALLBACK",
     "release_prior": "DFIMAT_RELEASE_PRIOR",

@@ -28,6 +28,9 @@ MIN_TARGET_IOU = 0.5
 # mediapipe's masks are upsampled from 256 px and run short of the outline.
 TARGET_GROW_PX = 3
 MARK_REACH_PX = 3  # on the finder's picture: a positive mark this close to a find's mask is on that person
+# With `off_box`: a matte that matches no find (it spans the boxed person and a neighbour, or the finder missed the
+# boxed person) still loses the finds whose rectangle overlaps the user's box this little (IoU): someone beside it.
+OFF_BOX_IOU = 0.3
 
 
 @dataclass(frozen=True)
@@ -71,20 +74,26 @@ class FoundPerson:
 
 
 def others_mask(selected: np.ndarray, people: Sequence[FoundPerson], spared: Collection[int] = (),
-                marked_is_target: bool = False) -> np.ndarray | None:
+                marked_is_target: bool = False, off_box: tuple[float, float, float, float] | None = None
+                ) -> np.ndarray | None:
     """Where the other found people are, on the finder's picture (the shape of ``selected``, the matte > 0.5 there),
-    minus the target's grown find and the finds indexed in ``spared``; None when fewer than two people were found or
-    no find is the matte's. With ``marked_is_target``, a matte that matches no find well (it spans the target and a
-    neighbour) takes the spared find it overlaps most as the target: the user's click said who it is."""
-    if len(people) < 2:
+    minus the target's grown find and the finds indexed in ``spared``; None when no find is the matte's or nobody
+    is to go. With ``marked_is_target``, a matte that matches no find well (it spans the target and a neighbour)
+    takes the spared find it overlaps most as the target: the user's click said who it is. With ``off_box`` (the
+    user's box on the finder's picture), such a matte loses the finds beside the box (`OFF_BOX_IOU`)."""
+    if len(people) < 2 and off_box is None:
         return None
     area = int(np.count_nonzero(selected))
     ious = [p.iou(selected, area) for p in people]
+    if not people:
+        return None
     if marked_is_target and spared:
         target = max(spared, key=lambda i: ious[i])
     else:
         target = int(np.argmax(ious))
         if ious[target] < MIN_TARGET_IOU:
+            return None if off_box is None else _beside(selected.shape, people, spared, off_box)
+        if len(people) < 2:
             return None
     goal = people[target]
     # Every mask stays within its rectangle: this runs in every round of a box session (7.5 -> 0.4 ms at 1 MP with six
@@ -102,6 +111,20 @@ def others_mask(selected: np.ndarray, people: Sequence[FoundPerson], spared: Col
     cx0, cy0 = max(0, x0 - g), max(0, y0 - g)  # the grown rectangle, clipped to the picture
     cx1, cy1 = min(w, x1 + g), min(h, y1 + g)
     out[cy0:cy1, cx0:cx1] &= ~grown[cy0 - (y0 - g):cy1 - (y0 - g), cx0 - (x0 - g):cx1 - (x0 - g)]
+    return out if out.any() else None
+
+
+def _beside(shape: tuple[int, int], people: Sequence[FoundPerson], spared: Collection[int],
+            box: tuple[float, float, float, float]) -> np.ndarray | None:
+    """The finds (not spared) whose rectangle overlaps ``box`` by IoU < `OFF_BOX_IOU`: people beside the box."""
+    bx0, by0, bx1, by1 = box
+    out = np.zeros(shape, bool)
+    for i, p in enumerate(people):
+        x0, y0, x1, y1 = p.rect
+        inter = max(0.0, min(x1, bx1) - max(x0, bx0)) * max(0.0, min(y1, by1) - max(y0, by0))
+        union = (x1 - x0) * (y1 - y0) + (bx1 - bx0) * (by1 - by0) - inter
+        if i not in spared and p.mask.size and inter / max(union, 1e-6) < OFF_BOX_IOU:
+            out[y0:y1, x0:x1] |= p.mask
     return out if out.any() else None
 
 
@@ -137,17 +160,21 @@ def _distance_to(p: FoundPerson, c: float, r: float) -> float:
 
 
 def take_out_others(alpha: np.ndarray, people: Sequence[FoundPerson], picture_shape: tuple[int, int],
-                    positives: Sequence[tuple[float, float]] = (), marked_is_target: bool = False) -> bool:
+                    positives: Sequence[tuple[float, float]] = (), marked_is_target: bool = False,
+                    off_box: Sequence[float] | None = None) -> bool:
     """Zero ``alpha`` (H x W, in place) on the found people other than the one it selects and those under one of the
     ``positives`` (image pixels); ``people`` are on the finder's picture of ``picture_shape`` (the photo, possibly
-    downscaled). True when anything was taken out. ``marked_is_target``: see `others_mask`."""
-    if len(people) < 2:
+    downscaled). True when anything was taken out. ``marked_is_target``, ``off_box`` (here in image pixels): see
+    `others_mask`."""
+    if len(people) < 2 and off_box is None:
         return False
     h, w = alpha.shape
     ph, pw = picture_shape
     on_picture = alpha if (ph, pw) == (h, w) else cv2.resize(alpha, (pw, ph), interpolation=cv2.INTER_AREA)
     spared = marked(people, positives, (pw / w, ph / h)) if positives else set()
-    out = others_mask(on_picture > 0.5, people, spared, marked_is_target)
+    box = None if off_box is None else (off_box[0] * pw / w, off_box[1] * ph / h, off_box[2] * pw / w,
+                                        off_box[3] * ph / h)
+    out = others_mask(on_picture > 0.5, people, spared, marked_is_target, box)
     if out is None:
         return False
     if (ph, pw) == (h, w):
