@@ -120,6 +120,9 @@ class OnnxModel:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
+        # The arena keeps the largest buffers of every shape seen (1 MP photos, 384 px MRN crops) for the process's
+        # life: without it peak memory fell 1127 -> 969 MB with the person networks, at the same round times.
+        opts.enable_cpu_mem_arena = False
         if threads:
             opts.intra_op_num_threads = threads
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]

@@ -101,6 +101,7 @@ def session(file: str, threads: int | None = None, cuda: bool = False) -> Any:
     with _SESSIONS_LOCK:
         if key not in _SESSIONS:
             opts = ort.SessionOptions()
+            opts.enable_cpu_mem_arena = False  # as backend.dfimat.onnx_export.OnnxModel: the arena costs peak memory
             if threads:
                 opts.intra_op_num_threads = threads
                 opts.inter_op_num_threads = 1
