@@ -131,18 +131,24 @@ def test_detector_finds_a_person_from_the_face():
         detector.close()
 
 
+def _two_people_session(root: Path) -> tuple[Engine, list[np.ndarray], list[list[str]], str]:
+    """An engine with text grounding, the first photo of the set at ``root`` (two labelled people) open in it, the
+    people's masks and their generated expressions."""
+    engine = Engine.load(device="cpu", text_grounding=True)
+    item = data.load_set(root).items[0]
+    image = data.read_image(item.image_path)
+    people = data.person_targets(item).people()
+    texts = expressions(people, image)
+    assert len(people) == 2 and all(texts)
+    return engine, people, texts, engine.open(image)
+
+
 @pytest.mark.skipif(not default_weights().is_file(), reason="committed weights missing")
 @pytest.mark.skipif(not (PENNFUDAN / "manifest.json").is_file(), reason=f"needs the data set pennfudan-sample at {PENNFUDAN} (beside the clone; research use only, so not committed)")
 def test_engine_text_only_round_selects_the_named_person():
     """Penn-Fudan's first photo (held out from training): two pedestrians; each generated expression must give a
     matte that overlaps the named person more than the other (IoU >= 0.5, the eval's hit rule)."""
-    engine = Engine.load(device="cpu", text_grounding=True)
-    item = data.load_set(PENNFUDAN).items[0]
-    image = data.read_image(item.image_path)
-    people = data.person_targets(item).people()
-    texts = expressions(people, image)
-    assert len(people) == 2 and all(texts)
-    sid = engine.open(image)
+    engine, people, texts, sid = _two_people_session(PENNFUDAN)
 
     def hit(text: str, k: int) -> bool:
         engine.reset(sid)
@@ -202,14 +208,8 @@ def test_engine_text_round_picks_the_named_person_in_any_wording():
     person taking up the least space") is why "least" is a size word: this test found it."""
     from backend.eval.paraphrase import paraphrase
 
-    engine = Engine.load(device="cpu", text_grounding=True)
+    engine, people, texts, sid = _two_people_session(TWO_PEOPLE)
     assert engine.options.text_match == "facts"
-    item = data.load_set(TWO_PEOPLE).items[0]
-    image = data.read_image(item.image_path)
-    people = data.person_targets(item).people()
-    texts = expressions(people, image)
-    assert len(people) == 2 and all(texts)
-    sid = engine.open(image)
     missed = []
     for k, phrases in enumerate(texts):
         for text in [p for phrase in phrases[:4] for p in [phrase] + [paraphrase(phrase, v) for v in range(4)]]:
