@@ -168,6 +168,17 @@ def box_support(history: PromptHistory, width: int, height: int) -> tuple[int, i
             int(min(width, np.ceil(x1))), int(min(height, np.ceil(y1))))
 
 
+def _cut_grid(grid: np.ndarray, lb: Letterbox, removed: np.ndarray) -> np.ndarray:
+    """A copy of ``grid`` (G x G over ``lb``'s model square: the whole image or a focus region) times 1 - ``removed``
+    (per pixel of ``lb``'s image, the share of the matte taken out there)."""
+    factor = grid.shape[0] / lb.size
+    ih, iw = lb.inner
+    gh, gw = max(1, round(ih * factor)), max(1, round(iw * factor))
+    out = grid.copy()
+    out[:gh, :gw] *= 1.0 - cv2.resize(removed.astype(np.float32), (gw, gh), interpolation=cv2.INTER_AREA)
+    return out
+
+
 def _cut_to(alpha: np.ndarray, rect: tuple[int, int, int, int]) -> None:
     """Zero `alpha` (H x W, in place) outside `rect`."""
     x0, y0, x1, y1 = rect
@@ -490,9 +501,19 @@ class Engine:
                         self.options.take_out_marks == "first" and len(history) == 1)))):
                 # Corrective rounds keep the others out (without it the neighbour came back with the first click),
                 # except anyone a positive mark asks for.
+                # The networks compare the next round with their own grid, which still holds the people taken out:
+                # cut it the same way (as box support does), so they see what the user saw.
+                cut_prev = history.box is None and self.options.take_out_prev
+                before = alpha.copy() if cut_prev else None
                 if take_out_others(alpha, self._people_masks(s), s.found_shape, positives,
                                    marked_is_target=history.box is None):
                     fired.append("take_out_others")
+                    if before is not None:
+                        removed = np.where(before > 1e-3, 1.0 - alpha / np.maximum(before, 1e-3), 0.0)
+                        coarse = _cut_grid(coarse, s.letterbox, removed)
+                        if focused is not None:
+                            x0, y0, x1, y1 = focused[0].region
+                            focused = (focused[0], _cut_grid(focused[1], focused[0], removed[y0:y1, x0:x1]))
             if self.options.keep_marks and (history.clicks or history.scribbles):
                 # Without a box the person is where the positive marks are; with one, two parts inside it may both
                 # be the person (an arm beyond an occluder), and box support already bounds the matte.

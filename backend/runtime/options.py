@@ -44,6 +44,9 @@ class EngineOptions:
     # Other people out of the matte in sessions without a box too (clicks, strokes, text + marks): "off", in the
     # "first" round only, or in "all" rounds. Off: both lost validation clicks @5 (-0.005) for a first-round gain.
     take_out_marks: str = "off"
+    # In those sessions, the take-out also cuts the ISCN's grid that the next round compares with (its previous mask),
+    # so the networks see the matte the user saw instead of one that still holds the people taken out.
+    take_out_prev: bool = False
     # A box whose crops mediapipe finds nobody in gets BlazePose's mask of the person centred on the box as its prior.
     # Off: validation one box -0.002 [-0.005, +0.000].
     box_prior_fallback: bool = False
@@ -91,6 +94,7 @@ ENV_VARS = {
     "finder": "DFIMAT_FINDER",
     "grounding_finder": "DFIMAT_GROUNDING_FINDER",
     "take_out_marks": "DFIMAT_TAKE_OUT_MARKS",
+    "take_out_prev": "DFIMAT_TAKE_OUT_PREV",
     "box_prior_fallback": "DFIMAT_BOX_PRIOR_FALLBACK",
     "release_prior": "DFIMAT_RELEASE_PRIOR",
 }
