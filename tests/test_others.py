@@ -192,3 +192,38 @@ def test_every_person_runs_the_finder_once_and_takes_the_others_out(engine, monk
     mattes = backend.runtime.people.matte_people(engine, image, {}, every_person=True)
     assert [box for box, _ in mattes] == [[20.0, 10.0, 60.0, 90.0], [60.0, 10.0, 100.0, 90.0]]
     assert len(finder.calls) == 1  # the split's boxes and each round's take-out share one find
+
+
+@pytest.mark.parametrize("cut", [False, True])
+def test_a_click_session_take_out_cuts_the_networks_grid_only_when_asked(engine, monkeypatch, cut):
+    """`EngineOptions.take_out_prev`: the grid the next round's networks compare with loses what the take-out cut
+    from the matte (the neighbour), so a take-out in the first round only does not let the neighbour back in."""
+    finder = _Finder()
+    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, two_poses=False: finder)
+    engine.options = engine.options.with_overrides(take_out_marks="first", take_out_prev=cut)
+    sid = engine.open(np.random.default_rng(3).integers(0, 256, (H, W, 3), dtype=np.uint8))
+    alpha = engine.predict(sid, {"clicks": [[40.0, 50.0, True]]})
+    assert alpha[50, 85] == 0.0 and "take_out_others" in engine.rules(sid)[-1]
+    prev = engine._sessions[sid].prev
+    per_px = prev.shape[0] / W  # the model square spans the photo's longer side
+    # On the spill beyond the grown target find (x 63-90, y 40-60): cut; on the target itself: as the networks said.
+    assert prev[int(52 * per_px), int(77 * per_px)] == pytest.approx(0.0 if cut else 1.0)
+    assert prev[int(52 * per_px), int(40 * per_px)] == pytest.approx(1.0)
+    # Box sessions keep their grid whatever the switch says (measured without it).
+    box = engine.open(np.zeros((H, W, 3), np.uint8))
+    engine.predict(box, {"box": [10.0, 5.0, 120.0, 95.0]})
+    assert engine._sessions[box].prev[int(52 * per_px), int(77 * per_px)] == pytest.approx(1.0)
+
+
+def test_cut_grid_follows_a_focus_region():
+    from backend.runtime.engine import _cut_grid
+    from backend.runtime.focus import RegionBox
+
+    rb = RegionBox(height=50, width=100, size=64, x0=30, y0=20)  # content 32 x 64 of the square, 8 x 16 cells
+    removed = np.zeros((50, 100), np.float32)
+    removed[:, 50:] = 1.0  # the region's right half was taken out
+    grid = np.ones((16, 16), np.float32)
+    cut = _cut_grid(grid, rb, removed)
+    assert np.allclose(cut[:8, 8:], 0.0, atol=1e-5) and np.all(cut[:8, :8] == 1.0)
+    assert np.all(cut[8:] == 1.0)  # the square's padding holds no photo
+    assert np.all(grid == 1.0)  # a copy: the caller's grid stays as it was

@@ -71,3 +71,32 @@ def test_corrective_clicks_do_not_make_the_matte_worse(engine, photo, label):
         matte = engine.predict(sid, {"clicks": [[click.x, click.y, click.positive]]}) > 0.5
         ious.append(_iou(matte, target))
     assert all(b >= a - 0.01 for a, b in zip(ious[:-1], ious[1:], strict=True)), ious
+
+
+@pytest.fixture(scope="module")
+def first_round_engine():
+    return Engine.load(device="cpu", options=EngineOptions().with_overrides(take_out_marks="first", take_out_prev=True))
+
+
+@pytest.mark.parametrize("label", [1, 2])
+def test_a_first_round_take_out_the_networks_saw_keeps_the_neighbour_out(first_round_engine, photo, label):
+    """take_out_marks="first" with take_out_prev: the take-out runs in the first round only, and the grid the
+    networks compare the next round with is cut with the matte. Measured here: IoU 0.89 / 0.97 after the first click,
+    the later rounds 0.93-0.97 with at most 5 % of the neighbour inside (the largest drop 0.03); without the cut the
+    neighbour came back once the take-out stopped (0.97 -> 0.59 with 49 % of it inside). The bounds sit between."""
+    engine = first_round_engine
+    image, labels = photo
+    target, neighbour = labels == label, (labels > 0) & (labels != label)
+    sid = engine.open(image)
+    matte = engine.predict(sid, {"clicks": [_deep_inside(target)]}) > 0.5
+    ious = [_iou(matte, target)]
+    assert "take_out_others" in engine.rules(sid)[-1]
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        (click,) = next_clicks(target, matte, 1, rng)
+        matte = engine.predict(sid, {"clicks": [[click.x, click.y, click.positive]]}) > 0.5
+        ious.append(_iou(matte, target))
+        assert "take_out_others" not in engine.rules(sid)[-1]
+        assert (matte & neighbour).sum() / neighbour.sum() <= 0.15, ious
+    assert ious[0] >= 0.85 and min(ious[1:]) >= 0.85, ious
+    assert all(b >= a - 0.05 for a, b in zip(ious[:-1], ious[1:], strict=True)), ious

@@ -169,6 +169,17 @@ def box_support(history: PromptHistory, width: int, height: int) -> tuple[int, i
             int(min(width, np.ceil(x1))), int(min(height, np.ceil(y1))))
 
 
+def _cut_grid(grid: np.ndarray, lb: Letterbox, removed: np.ndarray) -> np.ndarray:
+    """A copy of ``grid`` (G x G over ``lb``'s model square: the whole image or a focus region) times 1 - ``removed``
+    (per pixel of ``lb``'s image, the share of the matte taken out there)."""
+    factor = grid.shape[0] / lb.size
+    ih, iw = lb.inner
+    gh, gw = max(1, round(ih * factor)), max(1, round(iw * factor))
+    out = grid.copy()
+    out[:gh, :gw] *= 1.0 - cv2.resize(removed.astype(np.float32), (gw, gh), interpolation=cv2.INTER_AREA)
+    return out
+
+
 def _cut_to(alpha: np.ndarray, rect: tuple[int, int, int, int]) -> None:
     """Zero `alpha` (H x W, in place) outside `rect`."""
     x0, y0, x1, y1 = rect
@@ -485,6 +496,7 @@ class Engine:
                     _cut_to(fine, self._grid_rect(support, focused[0], fine.shape[0]))
                     focused = (focused[0], fine)
             positives = [(x, y) for x, y, p in points(history.merged()) if p]
+            removed: np.ndarray | None = None  # per pixel, the share of the matte the take-out cut
             if self.options.take_out_others and (
                     (history.box is not None and history.text is None)
                     or (history.box is None and positives and (self.options.take_out_marks == "all" or (
@@ -492,9 +504,12 @@ class Engine:
                 # Corrective rounds keep the others out (without it the neighbour came back with the first click),
                 # except anyone a positive mark asks for.
                 off_box = history.box.as_list() if self.options.off_box and history.box is not None else None
+                before = alpha.copy() if history.box is None and self.options.take_out_prev else None
                 if take_out_others(alpha, self._people_masks(s), s.found_shape, positives,
                                    marked_is_target=history.box is None, off_box=off_box):
                     fired.append("take_out_others")
+                    if before is not None:
+                        removed = np.where(before > 1e-3, 1.0 - alpha / np.maximum(before, 1e-3), 0.0)
             if self.options.keep_marks and (history.clicks or history.scribbles):
                 # Without a box the person is where the positive marks are; with one, two parts inside it may both
                 # be the person (an arm beyond an occluder), and box support already bounds the matte.
@@ -506,6 +521,14 @@ class Engine:
                 cell = view.size / grid.shape[0] / view.scale  # one grid cell in image pixels
                 keep_marks(alpha, history, lambda rect: _coarse_on(grid, view, rect), cell)
             # Commit only after the round succeeded, so a failure leaves the session as it was.
+            if removed is not None:
+                # The networks compare the next round with their own grid, which still holds the people taken out:
+                # cut it the same way, so they see what the user saw. Only the stored copies: this round's marks
+                # are kept against the grid the networks gave.
+                coarse = _cut_grid(coarse, s.letterbox, removed)
+                if focused is not None:
+                    x0, y0, x1, y1 = focused[0].region
+                    focused = (focused[0], _cut_grid(focused[1], focused[0], removed[y0:y1, x0:x1]))
             s.history, s.prev = history, coarse
             s.kept_prior = kept
             s.focus_prev = None if focused is None else (focused[0].region, focused[1])

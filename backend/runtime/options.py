@@ -57,6 +57,11 @@ class EngineOptions:
     # Other people out of the matte in sessions without a box too (clicks, strokes, text + marks): "off", in the
     # "first" round only, or in "all" rounds. Off: both lost validation clicks @5 (-0.005) for a first-round gain.
     take_out_marks: str = "off"
+    # In those sessions, the take-out also cuts the ISCN's grid that the next round compares with (its previous mask),
+    # so the networks see the matte the user saw instead of one that still holds the people taken out. Off: with
+    # "first", validation clicks @3 +0.006 [+0.001, +0.010] over "first" alone, but against no take-out @5 still
+    # -0.003 [-0.008, +0.002] and more corrective rounds losing > 0.02 IoU (3.5 -> 4.1 %).
+    take_out_prev: bool = False
     # A box whose crops mediapipe finds nobody in gets BlazePose's mask of the person centred on the box as its prior.
     # Off: validation one box -0.002 [-0.005, +0.000].
     box_prior_fallback: bool = False
@@ -109,6 +114,7 @@ ENV_VARS = {
     "keep_two_poses": "DFIMAT_KEEP_TWO_POSES",
     "off_box": "DFIMAT_OFF_BOX",
     "take_out_marks": "DFIMAT_TAKE_OUT_MARKS",
+    "take_out_prev": "DFIMAT_TAKE_OUT_PREV",
     "box_prior_fallback": "DFIMAT_BOX_PRIOR_FALLBACK",
     "release_prior": "DFIMAT_RELEASE_PRIOR",
 }
