@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 
-FINDERS = ("mediapipe", "nets", "both", "mediapipe+nets")
+FINDERS = ("mediapipe", "nets", "both")
 TAKE_OUT_MARKS = ("off", "first", "all")
 TEXT_MATCHES = ("facts", "similarity")
 _ON = ("1", "true", "on", "yes")

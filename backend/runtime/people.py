@@ -230,33 +230,6 @@ class NetsDetector:
         return Found(small=small_image, people=people)
 
 
-class ProminentUnion:
-    """mediapipe's finds plus the person networks' finds that overlap none of them and are at least
-    ``min_share`` of the smallest mediapipe find's area (kind "mediapipe+nets", for text grounding). mediapipe misses
-    people the networks find (cut off, turned away, in a crowd), but the networks also find people far smaller than
-    anyone a sentence is likely about (bystanders in the background), who would shift "on the left" or "the smallest";
-    the floor keeps those out. With no mediapipe find, every network find counts."""
-
-    def __init__(self, mediapipe: PoseDetector, nets: NetsDetector, min_share: float = 0.5) -> None:
-        self._mediapipe, self._nets, self.min_share = mediapipe, nets, min_share
-
-    def __call__(self, image: np.ndarray) -> list[list[float]]:
-        return [box for box, _ in self.find(image).people]
-
-    def find(self, image: np.ndarray, tiles: bool = True, faces: bool = True) -> Found:
-        """Both finders' people on mediapipe's picture (the two downscale the photo alike)."""
-        found = self._mediapipe.find(image, tiles=tiles, faces=faces)
-        people = list(found.people)
-        floor = self.min_share * min((int(m.sum()) for _, m in people), default=0)
-        for box, mask in self._nets.find(image).people:
-            if len(people) >= MAX_PEOPLE:
-                break
-            if mask.shape == found.small.shape[:2] and int(mask.sum()) >= floor \
-                    and not any(_overlap(mask, m) > DUPLICATE_OVERLAP for _, m in people):
-                people.append((box, mask))
-        return Found(small=found.small, people=people)
-
-
 def _on_picture(person: Any, scale: float, size: tuple[int, int]) -> np.ndarray:
     """A finder person's mask (kept within its rectangle) as a bool mask of the picture of ``size`` (w, h) the photo
     is downscaled to by ``scale``; only the rectangle is resized, never a photo-sized float mask (24 MP photos)."""
@@ -283,10 +256,9 @@ def _threads() -> int | None:
 _finders: dict[tuple[str, bool], Any] = {}
 
 
-def people_finder(kind: str = "nets", keep_two_poses: bool = False) -> PoseDetector | NetsDetector | ProminentUnion:
-    """The process-wide finder of ``kind`` (`FINDERS`): the person networks, mediapipe's pose model, both, or
-    mediapipe's with the networks' prominent extras (`ProminentUnion`); ``keep_two_poses`` as
-    `backend.runtime.finder.FinderOptions` has it (the networks only)."""
+def people_finder(kind: str = "nets", keep_two_poses: bool = False) -> PoseDetector | NetsDetector:
+    """The process-wide finder of ``kind`` (`FINDERS`): the person networks, mediapipe's pose model, or both;
+    ``keep_two_poses`` as `backend.runtime.finder.FinderOptions` has it (the networks only)."""
     if kind not in FINDERS:
         raise ValueError(f"finder must be one of {', '.join(FINDERS)}, got {kind!r}")
     if kind == "mediapipe":
@@ -294,21 +266,8 @@ def people_finder(kind: str = "nets", keep_two_poses: bool = False) -> PoseDetec
     with _default_lock:
         key = (kind, keep_two_poses)
         if key not in _finders:
-            if kind == "mediapipe+nets":
-                _finders[key] = ProminentUnion(_pose_detector_held(), _nets_held(keep_two_poses))
-            elif kind == "nets":
-                _nets_held(keep_two_poses)
-            else:
-                _finders[key] = NetsDetector(_pose_detector_held(), keep_two_poses)
+            _finders[key] = NetsDetector(_pose_detector_held() if kind == "both" else None, keep_two_poses)
         return _finders[key]
-
-
-def _nets_held(keep_two_poses: bool) -> NetsDetector:
-    """The networks-only finder, shared by kind "nets" and "mediapipe+nets" (callers hold `_default_lock`)."""
-    key = ("nets", keep_two_poses)
-    if key not in _finders:
-        _finders[key] = NetsDetector(None, keep_two_poses)
-    return _finders[key]
 
 
 _default: PoseDetector | None = None
