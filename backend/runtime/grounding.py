@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backend.runtime.refexpr import PersonFacts, expressions, person_facts
+from backend.runtime.refexpr import PersonFacts, expressions_from_facts, person_facts
 from backend.runtime.sentence import parse, pick
 
 # Set from phrases alone, before any held-out text run: each generated phrase against its hand-written rewording
@@ -71,9 +71,10 @@ def describe(small: np.ndarray, people: Sequence[tuple[list[float], np.ndarray]]
     """Candidates from a detector's output: ``small`` is the photo the masks are on (facts are scale-free)."""
     if not people:
         return []
-    phrases = expressions([mask for _, mask in people], small)
-    return [Candidate(box=list(box), phrases=_with_side_wordings(p), facts=person_facts(mask, small))
-            for (box, mask), p in zip(people, phrases, strict=True)]
+    facts = [person_facts(mask, small) for _, mask in people]
+    phrases = expressions_from_facts(facts, small.shape[:2])
+    return [Candidate(box=list(box), phrases=_with_side_wordings(p), facts=f)
+            for (box, _), p, f in zip(people, phrases, facts, strict=True)]
 
 
 def choose(text: str, candidates: Sequence[Candidate], embed: Embed, how: str = "facts",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["PersonFacts", "person_facts", "colour_name", "expressions", "reword"]
+__all__ = ["PersonFacts", "person_facts", "colour_name", "expressions", "expressions_from_facts", "reword"]
 
 # Margins that make a fact "clear": a neighbour this close is too close to tell apart in words.
 X_MARGIN = 0.04      # of the image width, between centroids
@@ -172,9 +172,16 @@ def expressions(masks: Sequence[np.ndarray], image: np.ndarray | None) -> list[l
         raise ValueError("all masks must have the same shape")
     if image is not None and image.shape[:2] != shape:
         raise ValueError(f"image {image.shape[:2]} and masks {shape} differ in size")
+    return expressions_from_facts([person_facts(m, image) for m in masks], shape)
+
+
+def expressions_from_facts(facts: Sequence[PersonFacts], shape: tuple[int, int]) -> list[list[str]]:
+    """`expressions` from each person's facts, already derived on a picture of ``shape`` (H, W)."""
     height, width = shape
-    facts = [person_facts(m, image) for m in masks]
+    facts = list(facts)
     n = len(facts)
+    if n == 0:
+        return []
 
     if n == 1:
         out = ["the person"]

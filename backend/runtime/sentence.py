@@ -72,9 +72,9 @@ def parse(text: str) -> Query:
     side_at = [i for i, w in enumerate(words) if w in _SIDES]
     side = words[side_at[-1]] if side_at else None
     near_side = {j for i in side_at for j in range(i - 3, i + 3)}
-    rightmost = [w.removesuffix("most") for w in words if w in ("leftmost", "rightmost")]
-    if side is None and rightmost:
-        side = rightmost[-1]
+    outermost = [w.removesuffix("most") for w in words if w in ("leftmost", "rightmost")]
+    if side is None and outermost:
+        side = outermost[-1]
     ordinal = next((_ORDINALS[w] for w in words if w in _ORDINALS), None) if side else None
     colour = next((_COLOURS[w] for w in words if w in _COLOURS), None)
     free = [w for i, w in enumerate(words) if i not in near_side or w not in _SIDE_MODIFIERS]
