@@ -80,6 +80,7 @@ from backend.runtime.focus import (
     target_extent,
 )
 from backend.runtime.grounding import Candidate, choose, describe
+from backend.runtime.local import keep_local
 from backend.runtime.marks import drop_unmarked_parts, keep_marks, points
 from backend.runtime.options import EngineOptions
 from backend.runtime.others import FoundPerson, take_out_others
@@ -287,6 +288,8 @@ class _Session:
     kept_prior: tuple[np.ndarray, float] | None = None
     # Per round, the rules around the networks that shaped its answer (`Engine.rules`).
     rules: list[tuple[str, ...]] = field(default_factory=list)
+    # The last returned matte × 255, while `EngineOptions.local_corrections` needs it.
+    last_alpha: np.ndarray | None = None
 
     def nbytes(self) -> int:
         feats = sum(t.numel() * t.element_size() for t in self.feats.values())
@@ -295,6 +298,7 @@ class _Session:
         prev += 0 if self.focus_prev is None else self.focus_prev[1].nbytes
         prev += 0 if self.kept_prior is None else self.kept_prior[0].nbytes
         prev += sum(p.mask.nbytes for p in self.found or ())
+        prev += 0 if self.last_alpha is None else self.last_alpha.nbytes
         return int(self.image.nbytes + feats + prev)
 
 
@@ -394,6 +398,7 @@ class Engine:
             s.prev = None
             s.focus_prev = None
             s.kept_prior = None
+            s.last_alpha = None
             s.rules = []
 
     def close(self, sid: str) -> None:
@@ -520,6 +525,10 @@ class Engine:
                 view, grid = focused if focused is not None else (s.letterbox, coarse)
                 cell = view.size / grid.shape[0] / view.scale  # one grid cell in image pixels
                 keep_marks(alpha, history, lambda rect: _coarse_on(grid, view, rect), cell)
+            if self.options.local_corrections and s.last_alpha is not None and new.box is None \
+                    and new.text is None and (new.clicks or new.scribbles):
+                if keep_local(alpha, s.last_alpha, [(x, y) for x, y, _ in points(new)]):
+                    fired.append("local_corrections")
             # Commit only after the round succeeded, so a failure leaves the session as it was.
             if removed is not None:
                 # The networks compare the next round with their own grid, which still holds the people taken out:
@@ -530,6 +539,7 @@ class Engine:
                     x0, y0, x1, y1 = focused[0].region
                     focused = (focused[0], _cut_grid(focused[1], focused[0], removed[y0:y1, x0:x1]))
             s.history, s.prev = history, coarse
+            s.last_alpha = (alpha * 255.0 + 0.5).astype(np.uint8) if self.options.local_corrections else None
             s.kept_prior = kept
             s.focus_prev = None if focused is None else (focused[0].region, focused[1])
             s.rules.append(tuple(fired))
@@ -538,7 +548,8 @@ class Engine:
     def rules(self, sid: str) -> list[tuple[str, ...]]:
         """Per round of the session since it was opened or reset, the names of the rules around the networks that
         shaped the answer, in the order they acted: text_grounding, loose_box, pose_prior, kept_prior, focus,
-        box_support, take_out_others, drop_unmarked_parts, keep_marks (see `EngineOptions` and the module doc)."""
+        box_support, take_out_others, drop_unmarked_parts, keep_marks, local_corrections (see `EngineOptions` and the
+        module doc)."""
         with self._lock:
             return list(self._get(sid).rules)
 

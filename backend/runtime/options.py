@@ -69,6 +69,8 @@ class EngineOptions:
     # prior and ISCN disagree around the mark), instead of dropping the whole prior: validation clicks @5 +0.007
     # [+0.004, +0.011], corrective rounds that lose > 0.02 IoU 5.4 -> 3.5 %.
     release_prior: bool = True
+    # A corrective click or stroke changes the matte only where the change connects to it (`backend.runtime.local`).
+    local_corrections: bool = False
 
     def __post_init__(self) -> None:
         for name in ("finder", "grounding_finder"):
@@ -117,6 +119,7 @@ ENV_VARS = {
     "take_out_prev": "DFIMAT_TAKE_OUT_PREV",
     "box_prior_fallback": "DFIMAT_BOX_PRIOR_FALLBACK",
     "release_prior": "DFIMAT_RELEASE_PRIOR",
+    "local_corrections": "DFIMAT_LOCAL_CORRECTIONS",
 }
 
 

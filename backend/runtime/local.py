@@ -1,0 +1,49 @@
+"""A corrective mark changes the matte near itself only (`EngineOptions.local_corrections`).
+
+Why: a corrective click or stroke is the user saying "this part is wrong". The networks answer with a whole new
+matte, and on crowded photos that new matte sometimes also gains or loses parts far from the mark (a neighbour's
+arm appears, a leg goes), so the round gets worse although the corrected part got better. Keeping only the changes
+connected to the new marks and restoring the previous round's matte elsewhere is how FocalClick (Chen et al., CVPR
+2022) keeps clicks local, here applied to the returned matte rather than inside the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+REACH_FRACTION = 0.02  # of the photo's diagonal: a changed region this close to a new mark is that mark's doing
+MIN_REACH_PX = 8
+SEAM_PX = 2  # a restored region is grown by this much so its soft edge comes back with it
+
+
+def reach(height: int, width: int) -> int:
+    """The radius in pixels within which a change counts as the new mark's."""
+    return max(MIN_REACH_PX, round(REACH_FRACTION * float(np.hypot(height, width))))
+
+
+def keep_local(alpha: np.ndarray, previous: np.ndarray, marks: Sequence[tuple[float, float]]) -> bool:
+    """Restore ``previous`` (H x W uint8, the last round's matte × 255) in ``alpha`` (H x W float32, in place) on
+    every region where the two mattes disagree (at 0.5) that no new mark (x, y image pixels) is within `reach` of.
+    True when anything was restored."""
+    changed = (alpha > 0.5) != (previous > 127)
+    if not marks or not changed.any():
+        return False
+    count, labels = cv2.connectedComponents(changed.astype(np.uint8), connectivity=8)
+    near = np.zeros(changed.shape, np.uint8)
+    r = reach(*changed.shape)
+    for x, y in marks:
+        cv2.circle(near, (int(round(x)), int(round(y))), r, 1, -1)
+    kept = np.zeros(count, bool)
+    kept[np.unique(labels[(near > 0) & changed])] = True
+    kept[0] = True  # label 0: where the mattes agree
+    revert = ~kept[labels]
+    if not revert.any():
+        return False
+    grown = cv2.dilate(revert.astype(np.uint8), np.ones((2 * SEAM_PX + 1,) * 2, np.uint8)) > 0
+    # The seam grows only into agreeing pixels, never into a change the marks asked for.
+    revert = grown & ~(changed & kept[labels])
+    alpha[revert] = previous[revert].astype(np.float32) / 255.0
+    return True
