@@ -1,0 +1,58 @@
+"""A corrective mark changes the matte near itself only (backend.runtime.local)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backend.runtime.local import SEAM_PX, keep_local, reach
+
+H, W = 200, 300
+
+
+def _box(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    m = np.zeros((H, W), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_changes_away_from_the_new_mark_are_undone_and_the_marked_one_kept():
+    previous = _box(50, 20, 120, 180)
+    # The new matte drops the wrongly included shoulder the negative click is on, but also gains a neighbour's arm
+    # far away and loses the feet.
+    new = (previous & ~_box(50, 20, 70, 60)) | _box(200, 80, 260, 100)
+    new &= ~_box(50, 160, 120, 180)
+    alpha = new.astype(np.float32)
+    assert keep_local(alpha, (previous * 255).astype(np.uint8), [(60.0, 40.0)])
+    result = alpha > 0.5
+    assert not result[40, 60]  # the correction stays
+    assert not result[90, 230]  # the arm far away is gone again
+    assert result[170, 80]  # the feet are back
+    assert np.array_equal(result, previous & ~_box(50, 20, 70, 60))
+
+
+def test_a_change_that_reaches_the_mark_is_kept_whole():
+    previous = _box(50, 20, 120, 180)
+    new = previous | _box(120, 20, 200, 180)  # a positive click at the edge of a missing half: all of it comes back
+    alpha = new.astype(np.float32)
+    assert not keep_local(alpha, (previous * 255).astype(np.uint8), [(125.0, 100.0)])
+    assert np.array_equal(alpha > 0.5, new)
+
+
+def test_the_restored_region_brings_its_soft_edge_but_not_into_a_kept_change():
+    previous = np.zeros((H, W), np.float32)
+    previous[80:120, 200:260] = 1.0
+    previous[80:120, 198:200] = 0.7  # a soft edge that stays above 0.5 in both mattes
+    alpha = np.zeros((H, W), np.float32)
+    alpha[80:120, 198:200] = 0.6
+    alpha[10:30, 10:30] = 1.0  # the change the mark asked for
+    keep_local(alpha, (previous * 255 + 0.5).astype(np.uint8), [(20.0, 20.0)])
+    assert alpha[100, 230] == 1.0 and abs(alpha[100, 199] - 0.7) < 0.01  # seam within SEAM_PX restored too
+    assert alpha[20, 20] == 1.0 and SEAM_PX >= 2
+
+
+def test_nothing_to_do():
+    previous = (_box(50, 20, 120, 180) * 255).astype(np.uint8)
+    same = (previous > 127).astype(np.float32)
+    assert not keep_local(same, previous, [(60.0, 40.0)])
+    assert not keep_local(same.copy() * 0, previous, [])  # no new mark: nothing is local to anything
+    assert reach(1000, 1000) == round(0.02 * np.hypot(1000, 1000)) and reach(10, 10) == 8
