@@ -56,3 +56,12 @@ def test_nothing_to_do():
     assert not keep_local(same, previous, [(60.0, 40.0)])
     assert not keep_local(same.copy() * 0, previous, [])  # no new mark: nothing is local to anything
     assert reach(1000, 1000) == round(0.02 * np.hypot(1000, 1000)) and reach(10, 10) == 8
+
+
+def test_growth_only_undoes_far_additions_and_keeps_far_shrinking():
+    previous = _box(50, 20, 120, 180)
+    new = (previous & ~_box(50, 160, 120, 180)) | _box(200, 80, 260, 100)  # feet lost, an arm gained, both far
+    alpha = new.astype(np.float32)
+    assert keep_local(alpha, (previous * 255).astype(np.uint8), [(60.0, 40.0)], growth_only=True)
+    result = alpha > 0.5
+    assert not result[90, 230] and not result[170, 80]

@@ -525,9 +525,10 @@ class Engine:
                 view, grid = focused if focused is not None else (s.letterbox, coarse)
                 cell = view.size / grid.shape[0] / view.scale  # one grid cell in image pixels
                 keep_marks(alpha, history, lambda rect: _coarse_on(grid, view, rect), cell)
-            if self.options.local_corrections and s.last_alpha is not None and new.box is None \
+            if self.options.local_corrections != "off" and s.last_alpha is not None and new.box is None \
                     and new.text is None and (new.clicks or new.scribbles):
-                if keep_local(alpha, s.last_alpha, [(x, y) for x, y, _ in points(new)]):
+                if keep_local(alpha, s.last_alpha, [(x, y) for x, y, _ in points(new)],
+                              growth_only=self.options.local_corrections == "growth"):
                     fired.append("local_corrections")
             # Commit only after the round succeeded, so a failure leaves the session as it was.
             if removed is not None:
@@ -539,7 +540,7 @@ class Engine:
                     x0, y0, x1, y1 = focused[0].region
                     focused = (focused[0], _cut_grid(focused[1], focused[0], removed[y0:y1, x0:x1]))
             s.history, s.prev = history, coarse
-            s.last_alpha = (alpha * 255.0 + 0.5).astype(np.uint8) if self.options.local_corrections else None
+            s.last_alpha = None if self.options.local_corrections == "off" else (alpha * 255.0 + 0.5).astype(np.uint8)
             s.kept_prior = kept
             s.focus_prev = None if focused is None else (focused[0].region, focused[1])
             s.rules.append(tuple(fired))

@@ -24,11 +24,12 @@ def reach(height: int, width: int) -> int:
     return max(MIN_REACH_PX, round(REACH_FRACTION * float(np.hypot(height, width))))
 
 
-def keep_local(alpha: np.ndarray, previous: np.ndarray, marks: Sequence[tuple[float, float]]) -> bool:
+def keep_local(alpha: np.ndarray, previous: np.ndarray, marks: Sequence[tuple[float, float]],
+               growth_only: bool = False) -> bool:
     """Restore ``previous`` (H x W uint8, the last round's matte × 255) in ``alpha`` (H x W float32, in place) on
-    every region where the two mattes disagree (at 0.5) that no new mark (x, y image pixels) is within `reach` of.
-    True when anything was restored."""
-    changed = (alpha > 0.5) != (previous > 127)
+    every region where the two mattes disagree (at 0.5) that no new mark (x, y image pixels) is within `reach` of;
+    with ``growth_only``, on the regions the new matte adds only. True when anything was restored."""
+    changed = (alpha > 0.5) & (previous <= 127) if growth_only else (alpha > 0.5) != (previous > 127)
     if not marks or not changed.any():
         return False
     count, labels = cv2.connectedComponents(changed.astype(np.uint8), connectivity=8)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields, replace
 FINDERS = ("mediapipe", "nets", "both")
 TAKE_OUT_MARKS = ("off", "first", "all")
 TEXT_MATCHES = ("facts", "similarity")
+LOCAL_CORRECTIONS = ("off", "all", "growth")
 _ON = ("1", "true", "on", "yes")
 _OFF = ("0", "false", "off", "no")
 
@@ -69,13 +70,17 @@ class EngineOptions:
     # prior and ISCN disagree around the mark), instead of dropping the whole prior: validation clicks @5 +0.007
     # [+0.004, +0.011], corrective rounds that lose > 0.02 IoU 5.4 -> 3.5 %.
     release_prior: bool = True
-    # A corrective click or stroke changes the matte only where the change connects to it (`backend.runtime.local`).
-    local_corrections: bool = False
+    # A corrective click or stroke changes the matte only where the change connects to it (`backend.runtime.local`):
+    # "off", "all" changes, or "growth" only (far regions the matte adds are undone, far shrinking stays).
+    local_corrections: str = "off"
 
     def __post_init__(self) -> None:
         for name in ("finder", "grounding_finder"):
             if getattr(self, name) not in FINDERS:
                 raise ValueError(f"{name} must be one of {', '.join(FINDERS)}, got {getattr(self, name)!r}")
+        if self.local_corrections not in LOCAL_CORRECTIONS:
+            raise ValueError(f"local_corrections must be one of {', '.join(LOCAL_CORRECTIONS)}, "
+                             f"got {self.local_corrections!r}")
         if self.text_match not in TEXT_MATCHES:
             raise ValueError(f"text_match must be one of {', '.join(TEXT_MATCHES)}, got {self.text_match!r}")
         if self.take_out_marks not in TAKE_OUT_MARKS:
