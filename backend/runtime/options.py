@@ -71,7 +71,8 @@ class EngineOptions:
     # [+0.004, +0.011], corrective rounds that lose > 0.02 IoU 5.4 -> 3.5 %.
     release_prior: bool = True
     # A corrective click or stroke changes the matte only where the change connects to it (`backend.runtime.local`):
-    # "off", "all" changes, or "growth" only (far regions the matte adds are undone, far shrinking stays).
+    # "off", "all" changes, or "growth" only (far regions the matte adds are undone, far shrinking stays). Off:
+    # validation corrective rounds losing > 0.02 IoU 3.5 -> 1.2 % (all) / 2.5 % (growth), but clicks @5 -0.008 / -0.003.
     local_corrections: str = "off"
 
     def __post_init__(self) -> None:
