@@ -138,6 +138,7 @@ def krita_scene() -> dict:
     from dfimat import document
     from dfimat.docker import DFIMatDocker
     from gui_roundtrip import wait_idle
+    from kdoc import open_photo
     from krita import Krita, Selection
     from PyQt5.QtCore import QCoreApplication, QEventLoop
     from PyQt5.QtGui import QCursor
@@ -159,12 +160,7 @@ def krita_scene() -> dict:
         qwin = window.qwindow()
         width, height = params["screen"]
         qwin.setGeometry(0, 0, width, height)
-        doc = app.openDocument(params["photo"])
-        window.addView(doc)
-        app.setActiveDocument(doc)
-        doc.waitForDone()
-        node = document.pick_target_node(doc)
-        doc.setActiveNode(node)
+        window, doc, node = open_photo(app, params["photo"])
         docks = [d for d in qwin.findChildren(QDockWidget) if d.windowTitle() == "DFIMat"]
         if not docks:
             raise RuntimeError("the DFIMat docker is missing: the plug-in did not load")

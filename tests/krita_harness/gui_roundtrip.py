@@ -12,7 +12,7 @@ import hashlib
 import os
 import time
 
-from kdoc import run_and_report, structure
+from kdoc import open_photo, run_and_report, structure
 
 ACTION_IDS = ("dfimat_select_person", "dfimat_refine", "dfimat_reset", "dfimat_selected_layers",
               "dfimat_split_people")
@@ -92,13 +92,7 @@ def run(params, report):
     report["krita"] = app.version()
     report["actions"] = {i: (app.action(i).text() if app.action(i) else None) for i in ACTION_IDS}
     report["shortcuts"] = {i: (app.action(i).shortcut().toString() if app.action(i) else None) for i in ACTION_IDS}
-    window = app.activeWindow()
-    doc = app.openDocument(params["image"])
-    window.addView(doc)
-    app.setActiveDocument(doc)
-    doc.waitForDone()
-    node = document.pick_target_node(doc)
-    doc.setActiveNode(node)
+    window, doc, node = open_photo(app, params["image"])
     width, height = doc.width(), doc.height()
 
     docks = [d for d in window.qwindow().findChildren(QDockWidget) if d.windowTitle() == "DFIMat"]

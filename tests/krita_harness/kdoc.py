@@ -20,6 +20,21 @@ def run_and_report(run):
     return report
 
 
+def open_photo(app, path):
+    """Open ``path`` in a new view of the active window, wait for it, and make the layer the plug-in would work on
+    active: (window, document, node)."""
+    from dfimat import document
+
+    window = app.activeWindow()
+    doc = app.openDocument(path)
+    window.addView(doc)
+    app.setActiveDocument(doc)
+    doc.waitForDone()
+    node = document.pick_target_node(doc)
+    doc.setActiveNode(node)
+    return window, doc, node
+
+
 def structure(doc):
     """The layer tree as (depth, name, type) rows: comparing two of them tells whether undo restored it."""
     out = []

@@ -14,7 +14,7 @@ import os
 import subprocess
 import time
 
-from kdoc import run_and_report, structure
+from kdoc import open_photo, run_and_report, structure
 
 WAIT_S = 60.0
 
@@ -101,13 +101,7 @@ def run(params, report):
 
     app = Krita.instance()
     report["krita"] = app.version()
-    window = app.activeWindow()
-    doc = app.openDocument(params["image"])
-    window.addView(doc)
-    app.setActiveDocument(doc)
-    doc.waitForDone()
-    node = document.pick_target_node(doc)
-    doc.setActiveNode(node)
+    window, doc, node = open_photo(app, params["image"])
     width, height = doc.width(), doc.height()
     ctl = DFIMatDocker.controller
     docks = [d for d in window.qwindow().findChildren(QDockWidget) if d.windowTitle() == "DFIMat"]
