@@ -86,10 +86,7 @@ def loop(tmp_path_factory):
             input=(REPO / "tests" / "loop_harness" / "gimp_loop.py").read_text(), timeout=300)
         elapsed = time.monotonic() - started
         rounds = list(backend.engine.rounds)
-    result_file = out / "result.json"
-    if not result_file.exists():
-        pytest.fail(f"GIMP wrote no result (exit {run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
-    result = json.loads(result_file.read_text())
+    result = sandbox.editor_output(out / "result.json", "GIMP", run)
     print(f"GIMP loop session {elapsed:.1f} s; rounds the backend saw: {rounds}")
     print(json.dumps(result, indent=1))
     assert "error" not in result, result["error"] + run.stderr[-3000:]

@@ -203,10 +203,7 @@ def gimp_session(tmp_path_factory):
             backend.wait(30)
         except subprocess.TimeoutExpired:
             backend.kill()
-    result_file = out / "result.json"
-    if not result_file.exists():
-        pytest.fail(f"GIMP wrote no result (exit {run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
-    result = json.loads(result_file.read_text())
+    result = sandbox.editor_output(out / "result.json", "GIMP", run)
     steps = {s["step"]: s for s in result["steps"]}
 
     def mask(name: str) -> np.ndarray | None:

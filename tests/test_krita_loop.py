@@ -87,10 +87,7 @@ def loop(request, tmp_path_factory):
                                binds=[HARNESS, work], env=env, timeout=360)
         elapsed = time.monotonic() - started
         rounds = list(backend.engine.rounds)
-    report_file = out / "report.json"
-    if not report_file.is_file():
-        pytest.fail(f"Krita wrote no report (rc {run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
-    report = json.loads(report_file.read_text())
+    report = sandbox.editor_output(out / "report.json", "Krita", run)
     print(f"Krita {version} loop session {elapsed:.1f} s; rounds the backend saw: {rounds}")
     print(json.dumps(report, indent=1))
     assert report["ok"], report.get("error")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -356,6 +357,16 @@ BOOKWORM = DebianRoot(
     host_commands=("krita", "kritarunner", "xvfb-run", "xdotool"),
 )
 ROOTS = (TRIXIE, BOOKWORM)
+
+
+def editor_output(path: Path, editor: str, run: subprocess.CompletedProcess) -> dict:
+    """The JSON a script inside an editor wrote to ``path``; the test fails with the editor's own output when there
+    is none (the script cannot fail the test itself: the editor exits the same either way)."""
+    import pytest
+
+    if not path.is_file():
+        pytest.fail(f"{editor} wrote no {path.name} (exit {run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+    return json.loads(path.read_text())
 
 
 def require(root: DebianRoot) -> Path:
