@@ -87,12 +87,19 @@ def parse(text: str) -> Query:
                  person=any(w in _PERSON for w in words))
 
 
+def _to_lab(rgb: tuple[int, int, int]) -> tuple[float, float, float]:
+    """CIELAB-like, as `backend.runtime.refexpr.person_facts` stores a torso's colour (L 0-100, a and b signed)."""
+    lab = cv2.cvtColor(np.uint8([[rgb]]), cv2.COLOR_RGB2LAB)[0, 0].astype(float)
+    return lab[0] * 100.0 / 255.0, lab[1] - 128.0, lab[2] - 128.0
+
+
+_PROTOTYPES_LAB = {name: _to_lab(rgb) for name, rgb in _PROTOTYPES.items()}
+
+
 def _lab_distance(facts: PersonFacts, colour: str) -> float:
     if facts.lab is None:
         return float("inf")
-    lab = cv2.cvtColor(np.uint8([[_PROTOTYPES[colour]]]), cv2.COLOR_RGB2LAB)[0, 0].astype(float)
-    ref = (lab[0] * 100.0 / 255.0, lab[1] - 128.0, lab[2] - 128.0)
-    return float(np.linalg.norm(np.subtract(facts.lab, ref)))
+    return float(np.linalg.norm(np.subtract(facts.lab, _PROTOTYPES_LAB[colour])))
 
 
 def pick(query: Query, facts: Sequence[PersonFacts]) -> int | None:
