@@ -6,7 +6,8 @@ Three graphs, matching how the engine runs the model:
                  points padded to MAX_POINTS because attention lengths are traced as constants)
   mrn.onnx       crop (1, 4, H, W) -> alpha (H, W dynamic multiples of 32)
 `OnnxModel` wraps the three onnxruntime sessions with the same call signatures the engine uses for torch
-(CPU execution provider here; CUDA EP is picked when onnxruntime-gpu provides it).
+(CPU execution provider here; CUDA EP is picked when onnxruntime-gpu provides it). On the CPU provider it runs
+mrn-int8.onnx instead of mrn.onnx when the directory holds one (`backend.dfimat.quantize`) and ``int8_mrn`` is set.
 `python -m backend.dfimat.onnx_export WEIGHTS OUT_DIR` writes the files and prints the torch/onnx difference.
 """
 
@@ -73,9 +74,12 @@ def example_inputs(model: DFIMatS, points: int = 5) -> dict[str, torch.Tensor]:
 
 
 def export(model: DFIMatS, out_dir: Path, opset: int = 17) -> dict[str, Path]:
-    """Write backbone.onnx, iscn.onnx and mrn.onnx to out_dir."""
+    """Write backbone.onnx, iscn.onnx and mrn.onnx to out_dir (and remove an int8 MRN made from earlier graphs)."""
+    from backend.dfimat.quantize import MRN_INT8
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MRN_INT8).unlink(missing_ok=True)
     model = model.eval().cpu()
     s = model.config.size
     paths = {name: out_dir / f"{name}.onnx" for name in ("backbone", "iscn", "mrn")}
@@ -116,8 +120,10 @@ class _Backbone(nn.Module):
 class OnnxModel:
     """onnxruntime sessions for the three graphs, called with torch tensors like the torch modules."""
 
-    def __init__(self, onnx_dir: Path, threads: int | None = None) -> None:
+    def __init__(self, onnx_dir: Path, threads: int | None = None, int8_mrn: bool = False) -> None:
         import onnxruntime as ort
+
+        from backend.dfimat.quantize import MRN_INT8
 
         opts = ort.SessionOptions()
         # The arena keeps the largest buffers of every shape seen (1 MP photos, 384 px MRN crops) for the process's
@@ -127,8 +133,13 @@ class OnnxModel:
             opts.intra_op_num_threads = threads
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
         onnx_dir = Path(onnx_dir)
-        self.sessions = {name: ort.InferenceSession(str(onnx_dir / f"{name}.onnx"), opts, providers=providers)
-                         for name in ("backbone", "iscn", "mrn")}
+        files = {name: onnx_dir / f"{name}.onnx" for name in ("backbone", "iscn", "mrn")}
+        # int8 convolutions pay off on CPUs; on CUDA the provider would run the QDQ graph's float fallbacks.
+        if int8_mrn and "CUDAExecutionProvider" not in providers and (onnx_dir / MRN_INT8).is_file():
+            files["mrn"] = onnx_dir / MRN_INT8
+        self.mrn_file = files["mrn"].name
+        self.sessions = {name: ort.InferenceSession(str(path), opts, providers=providers)
+                         for name, path in files.items()}
 
     def backbone(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         outs = self.sessions["backbone"].run(None, {"image": image.cpu().numpy().astype(np.float32)})

@@ -230,13 +230,14 @@ def shipped_onnx(weights: Path) -> Path | None:
     return root if stamp.read_text().split()[0] == _sha256(weights) else None
 
 
-def _onnx_runtime(model: DFIMatS, weights: Path):
-    """onnxruntime sessions for `weights`: shipped graphs, else exported once into the user cache."""
+def _onnx_runtime(model: DFIMatS, weights: Path, int8_mrn: bool = False):
+    """onnxruntime sessions for `weights`: shipped graphs (with their int8 MRN when `int8_mrn`), else exported once
+    into the user cache (float only: the int8 copy needs calibration photos)."""
     from backend.dfimat.onnx_export import OnnxModel, export
 
     shipped = shipped_onnx(weights)
     if shipped is not None:
-        return OnnxModel(shipped, threads=torch.get_num_threads())
+        return OnnxModel(shipped, threads=torch.get_num_threads(), int8_mrn=int8_mrn)
     digest = _sha256(weights)[:16]
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dfimat" / "onnx" / digest
     if not all((root / f"{n}.onnx").is_file() for n in ("backbone", "iscn", "mrn")):
@@ -348,10 +349,10 @@ class Engine:
         if runtime not in ("torch", "onnx"):
             raise ValueError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
         model, meta = load_checkpoint(path, "cpu")
-        onnx = _onnx_runtime(model, path) if runtime == "onnx" else None
         options = (EngineOptions.from_env() if options is None else options).with_overrides(
             focus=focus, text_grounding=text_grounding, pose_prior=pose_prior, keep_marks=keep_marks,
             take_out_others=take_out_others)
+        onnx = _onnx_runtime(model, path, int8_mrn=options.int8_mrn and device == "cpu") if runtime == "onnx" else None
         return cls(model, torch.device(device), meta, onnx, options)
 
     # -- sessions ---------------------------------------------------------------------------------------------

@@ -55,6 +55,10 @@ class EngineOptions:
     # In a box session whose matte matches no find, the finds beside the box go anyway (`backend.runtime.others`,
     # `OFF_BOX_IOU`). Off: validation box +0.000 [-0.006, +0.007] (leak mean 7.8 -> 5.8 %).
     off_box: bool = False
+    # On a CPU, the MRN runs as its int8 copy when the shipped graphs hold one (`backend.dfimat.quantize`): a
+    # refinement round ~20 ms faster, validation box IoU -0.000, SAD +0.1 % (docs/experiments.md, "Speed and memory
+    # choices"). Off: the float graph.
+    int8_mrn: bool = True
     # Other people out of the matte in sessions without a box too (clicks, strokes, text + marks): "off", in the
     # "first" round only, or in "all" rounds. Off: both lost validation clicks @5 (-0.005) for a first-round gain.
     take_out_marks: str = "off"
@@ -121,6 +125,7 @@ ENV_VARS = {
     "text_match": "DFIMAT_TEXT_MATCH",
     "keep_two_poses": "DFIMAT_KEEP_TWO_POSES",
     "off_box": "DFIMAT_OFF_BOX",
+    "int8_mrn": "DFIMAT_INT8_MRN",
     "take_out_marks": "DFIMAT_TAKE_OUT_MARKS",
     "take_out_prev": "DFIMAT_TAKE_OUT_PREV",
     "box_prior_fallback": "DFIMAT_BOX_PRIOR_FALLBACK",
