@@ -133,13 +133,14 @@ class OnnxModel:
             opts.intra_op_num_threads = threads
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
         onnx_dir = Path(onnx_dir)
-        files = {name: onnx_dir / f"{name}.onnx" for name in ("backbone", "iscn", "mrn")}
-        # int8 convolutions pay off on CPUs; on CUDA the provider would run the QDQ graph's float fallbacks.
-        if int8_mrn and "CUDAExecutionProvider" not in providers and (onnx_dir / MRN_INT8).is_file():
-            files["mrn"] = onnx_dir / MRN_INT8
-        self.mrn_file = files["mrn"].name
-        self.sessions = {name: ort.InferenceSession(str(path), opts, providers=providers)
-                         for name, path in files.items()}
+        self.sessions = {name: ort.InferenceSession(str(onnx_dir / f"{name}.onnx"), opts, providers=providers)
+                         for name in ("backbone", "iscn")}
+        # int8 convolutions pay off on CPUs; on CUDA the provider would run the QDQ graph's float fallbacks. The
+        # provider a session really got decides (onnxruntime-gpu on a machine without a GPU falls back to the CPU).
+        on_cpu = "CUDAExecutionProvider" not in self.sessions["iscn"].get_providers()
+        mrn = onnx_dir / (MRN_INT8 if int8_mrn and on_cpu and (onnx_dir / MRN_INT8).is_file() else "mrn.onnx")
+        self.mrn_file = mrn.name
+        self.sessions["mrn"] = ort.InferenceSession(str(mrn), opts, providers=providers)
 
     def backbone(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         outs = self.sessions["backbone"].run(None, {"image": image.cpu().numpy().astype(np.float32)})
