@@ -2,6 +2,7 @@
 mask): the rules, and that the engine applies them to what it returns and keeps. Plumbing with the tiny random
 checkpoint; the accuracy effect of both is measured in docs/experiments.md ("Boxes", "Pose prior")."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -359,3 +360,34 @@ def test_a_contradicting_mark_releases_the_prior_only_where_it_points(weights, m
     changed = released != first
     assert changed.any() and changed.mean() < 0.5  # ... and only in the region the mark lies in
     assert np.array_equal(released[~changed], first[~changed])
+
+
+def test_prior_check_leaves_out_a_prior_that_is_someone_else(weights, monkeypatch):
+    # The pose model sees a person left of the box (the one in front of the target, say); the networks' own answer
+    # fills the box. With the check on, that prior is left out; a prior on the box itself is kept.
+    def run(options: EngineOptions, pose_cols: tuple[int, int]) -> tuple[str, ...]:
+        engine = _engine(weights, options=options)
+        person = np.zeros((H, W), np.float32)
+        person[100:200, pose_cols[0]:pose_cols[1]] = 0.9
+        engine._pose = lambda image, rect: person.copy()
+        boxed = np.zeros((H, W), np.float32)
+        boxed[100:200, 300:400] = 1.0
+        size = engine.model.config.size
+        own = cv2.resize(Letterbox(H, W, size).image_to_square(boxed), (size // 4, size // 4),
+                         interpolation=cv2.INTER_NEAREST)
+        monkeypatch.setattr(engine, "_localise", lambda s, h, n, view=None: own.copy())
+        sid = engine.open(_image())
+        engine.predict(sid, {"box": [300.0, 100.0, 400.0, 200.0]})
+        return engine.rules(sid)[-1]
+
+    elsewhere, on_box = (150, 250), (300, 400)
+    assert "pose_prior" in run(EngineOptions(), elsewhere)  # off by default: the prior always joins
+    assert "prior_skipped" in run(EngineOptions(prior_check=0.5), elsewhere)
+    assert "pose_prior" in run(EngineOptions(prior_check=0.5), on_box)
+
+
+def test_prior_check_reads_a_number_from_the_environment():
+    assert EngineOptions.from_env({"DFIMAT_PRIOR_CHECK": "0.5"}).prior_check == 0.5
+    assert EngineOptions.from_env({}).prior_check == 0.0
+    with pytest.raises(ValueError, match="DFIMAT_PRIOR_CHECK must be a number"):
+        EngineOptions.from_env({"DFIMAT_PRIOR_CHECK": "half"})

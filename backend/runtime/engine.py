@@ -199,6 +199,16 @@ class _MrnPrior(NamedTuple):
     offset: tuple[int, int]
 
 
+def _agreement(prior: tuple[np.ndarray, float], grid: np.ndarray, lb: Letterbox, hw: tuple[int, int]) -> float:
+    """IoU of the pose prior's mask and the networks' own answer (each > 0.5), on the prior's downscaled photo."""
+    mask, _ = prior
+    h, w = hw
+    own = lb.square_to_crop(grid, (0, 0, w, h), mask.shape[:2]) > 0.5
+    theirs = mask > 0.5
+    union = int(np.count_nonzero(own | theirs))
+    return int(np.count_nonzero(own & theirs)) / union if union else 1.0
+
+
 def _coarse_on(grid: np.ndarray, lb: Letterbox, rect: tuple[int, int, int, int]) -> np.ndarray:
     """The G x G coarse mask of `lb` (whole image, or a focus region) sampled per pixel over an image rectangle."""
     ox, oy = lb.region[:2] if isinstance(lb, RegionBox) else (0, 0)
@@ -456,6 +466,10 @@ class Engine:
             # (realistic-v3 validation, 15 % looser boxes: 0.815 -> 0.829; held-out 0.685 -> 0.682, within noise).
             prior = self._pose_prior(s, seen) if self.options.pose_prior and fresh else None
             own = coarse
+            if prior is not None and self.options.prior_check > 0 and seen.box is not None \
+                    and _agreement(prior, own, s.letterbox, s.image.shape[:2]) < self.options.prior_check:
+                prior = None
+                fired.append("prior_skipped")
             if prior is not None:
                 fired.append("pose_prior")
                 coarse = mix_prior(coarse, prior, s.letterbox)
