@@ -381,13 +381,14 @@ def test_prior_check_leaves_out_a_prior_that_is_someone_else(weights, monkeypatc
         return engine.rules(sid)[-1]
 
     elsewhere, on_box = (150, 250), (300, 400)
-    assert "pose_prior" in run(EngineOptions(), elsewhere)  # off by default: the prior always joins
-    assert "prior_skipped" in run(EngineOptions(prior_check=0.5), elsewhere)
-    assert "pose_prior" in run(EngineOptions(prior_check=0.5), on_box)
+    assert "prior_skipped" in run(EngineOptions(), elsewhere)  # on by default, at 0.5
+    assert "pose_prior" in run(EngineOptions(), on_box)
+    assert "pose_prior" in run(EngineOptions(prior_check=0.0), elsewhere)  # 0: the prior always joins
 
 
 def test_prior_check_reads_a_number_from_the_environment():
     assert EngineOptions.from_env({"DFIMAT_PRIOR_CHECK": "0.5"}).prior_check == 0.5
-    assert EngineOptions.from_env({}).prior_check == 0.0
+    assert EngineOptions.from_env({}).prior_check == 0.5
+    assert EngineOptions.from_env({"DFIMAT_PRIOR_CHECK": "0"}).prior_check == 0.0
     with pytest.raises(ValueError, match="DFIMAT_PRIOR_CHECK must be a number"):
         EngineOptions.from_env({"DFIMAT_PRIOR_CHECK": "half"})

@@ -57,9 +57,9 @@ class EngineOptions:
     off_box: bool = False
     # A box round's pose prior is left out when its mask and the networks' own answer agree less than this (IoU);
     # 0 = always used. Why: the pose model segments the most prominent person of its crop, which for a target
-    # standing behind someone is the person in front. Off: at 0.5 validation box +0.00296 [+0.001, +0.006] (5 better,
-    # 0 worse), just short of its rule's +0.003.
-    prior_check: float = 0.0
+    # standing behind someone is the person in front. Fresh composites (synth-v5): box +0.003 [+0.001, +0.004],
+    # 15 % looser box +0.007 [+0.005, +0.010] (docs/experiments.md, "People networks").
+    prior_check: float = 0.5
     # On a CPU, the MRN runs as its int8 copy when the shipped graphs hold one (`backend.dfimat.quantize`): a
     # refinement round ~20 ms faster, validation box IoU -0.000, SAD +0.1 % (docs/experiments.md, "Speed and memory
     # choices"). Off: the float graph.
