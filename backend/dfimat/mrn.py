@@ -14,6 +14,8 @@ Shapes: x (B, 4, H, W) with H, W multiples of 32, RGB in [0, 1] and mask in [0, 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -23,6 +25,13 @@ from backend.dfimat.encoder import conv_bn_relu
 PRM_BAND = 4  # px the stride-4 result's uncertain region is grown by before the full-resolution head takes over
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
+
+
+def input_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(w, h) the MRN runs a ``width`` x ``height`` crop at: longer side at most ``max_side`` (never enlarged), each
+    side rounded up to a multiple of 32 and at least 64."""
+    scale = min(1.0, max_side / max(width, height))
+    return (max(64, int(math.ceil(width * scale / 32)) * 32), max(64, int(math.ceil(height * scale / 32)) * 32))
 
 
 class Attention(nn.Module):

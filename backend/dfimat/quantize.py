@@ -26,10 +26,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from backend.dfimat.model import DFIMatConfig
+from backend.dfimat.mrn import input_size
+
 MRN_INT8 = "mrn-int8.onnx"
 CALIBRATION_COUNT = 40
 MASK_SOFTEN_SIGMA = 4.0  # px at crop size: a coarse mask is blurry, the labelled one is not
-CROP_SIDE = 384  # the engine's MRN crop side (`DFIMatConfig.mrn_max_side`)
 
 
 def calibration_crops(data_dir: Path, count: int = CALIBRATION_COUNT) -> Iterator[np.ndarray]:
@@ -54,9 +56,7 @@ def _mrn_input(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     crop, person = image[y0:y1, x0:x1], mask[y0:y1, x0:x1].astype(np.float32)
-    scale = min(1.0, CROP_SIDE / max(crop.shape[:2]))
-    w = max(64, int(np.ceil(crop.shape[1] * scale / 32)) * 32)
-    h = max(64, int(np.ceil(crop.shape[0] * scale / 32)) * 32)
+    w, h = input_size(crop.shape[1], crop.shape[0], DFIMatConfig().mrn_max_side)
     rgb = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
     coarse = cv2.GaussianBlur(cv2.resize(person, (w, h)), (0, 0), MASK_SOFTEN_SIGMA)
     return np.concatenate([rgb, coarse[..., None]], axis=2).transpose(2, 0, 1)[None].astype(np.float32)

@@ -68,6 +68,7 @@ import torch
 
 from backend.dfimat.encoder import Letterbox
 from backend.dfimat.model import DFIMatS, load_checkpoint
+from backend.dfimat.mrn import input_size as mrn_input_size
 from backend.dfimat.prompt_tensors import build_prompt_tensors, collate
 from backend.dfimat.prompts import Box, PromptError, PromptHistory, RoundPrompts
 from backend.dfimat.selector import select_mask
@@ -762,9 +763,7 @@ class Engine:
             return alpha
         x0, y0, x1, y1 = crop
         cw, ch = x1 - x0, y1 - y0
-        scale = min(1.0, self.model.config.mrn_max_side / max(cw, ch))
-        mw = max(64, int(np.ceil(cw * scale / 32)) * 32)
-        mh = max(64, int(np.ceil(ch * scale / 32)) * 32)
+        mw, mh = mrn_input_size(cw, ch, self.model.config.mrn_max_side)
         region = image[y0:y1, x0:x1]
         small = cv2.resize(region, (mw, mh), interpolation=cv2.INTER_AREA if mw < cw else cv2.INTER_LINEAR)
         mask = lb.square_to_crop(coarse, crop, (mh, mw))
