@@ -109,6 +109,38 @@ def test_detector_keeps_one_find_per_person():
         detector.close()
 
 
+def test_corner_crops_skip_the_people_found_already():
+    """With the people found so far painted out of the corner crops, the crops' calls go to people not found yet:
+    the same two people as searching each crop as it is, with fewer calls to the pose graph (each re-find of a
+    known person costs one)."""
+    person = cv2.cvtColor(cv2.imread(str(REPO / "samples" / "astronaut.png")), cv2.COLOR_BGR2RGB)
+    canvas = np.full((1000, 1400, 3), 90, np.uint8)
+    canvas[100:612, 100:612] = person
+    canvas[700:900, 1100:1300] = cv2.resize(person, (200, 200), interpolation=cv2.INTER_AREA)
+    detector = PoseDetector()
+    calls = {"n": 0}
+    process = detector._pose.process
+
+    def counted(image: np.ndarray):
+        calls["n"] += 1
+        return process(image)
+
+    detector._pose.process = counted
+    try:
+        runs = {}
+        for paint_known in (False, True):
+            calls["n"] = 0
+            found = detector.find(canvas, tiles=True, faces=False, paint_known=paint_known)
+            runs[paint_known] = ([box for box, _ in found.people], calls["n"])
+        (plain, plain_calls), (painted, painted_calls) = runs[False], runs[True]
+        assert len(plain) == len(painted) == 2, runs
+        for a, b in zip(plain, painted, strict=True):
+            assert np.abs(np.subtract(a, b)).max() < 10, runs
+        assert painted_calls < plain_calls, runs
+    finally:
+        detector.close()
+
+
 def test_detector_finds_a_person_from_the_face():
     """A person the whole-frame pose pass misses (small, beside a big one) is found from its face: the pose model on
     a body-shaped crop hung from the face box. Without face seeds the same call finds one person."""

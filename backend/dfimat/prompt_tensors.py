@@ -70,11 +70,13 @@ def _to_grid(xy_model: np.ndarray, stride: int = 4) -> np.ndarray:
 
 
 def build_prompt_tensors(history, new_round, box: Letterbox,
-                         embed_text: Callable[[str], np.ndarray] | None = None) -> PromptTensors:
+                         embed_text: Callable[[str], np.ndarray] | None = None,
+                         others: np.ndarray | None = None) -> PromptTensors:
     """Tensors for the next prediction.
 
     history: everything the user gave so far INCLUDING `new_round`; new_round: only this round's additions (used for
-    the "new" dense channels). Coordinates of both are in image pixels of the letterboxed image.
+    the "new" dense channels). Coordinates of both are in image pixels of the letterboxed image. ``others``: a G x G
+    map (0-1) of other people, known not to be the target; it joins the negative marks' channel.
     """
     g = box.size // 4
     dense = np.zeros((DENSE_CHANNELS, g, g), np.float32)
@@ -115,6 +117,9 @@ def build_prompt_tensors(history, new_round, box: Letterbox,
         x0, y0 = int(np.floor(max(gx0, 0))), int(np.floor(max(gy0, 0)))
         x1, y1 = int(np.ceil(min(gx1, g))), int(np.ceil(min(gy1, g)))
         dense[2, y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)] = 1.0
+
+    if others is not None:
+        np.maximum(dense[1], others.astype(np.float32), out=dense[1])
 
     if pts:
         points = np.concatenate(pts).astype(np.float32)[-MAX_POINTS:]

@@ -84,7 +84,7 @@ from backend.runtime.grounding import Candidate, choose, describe
 from backend.runtime.local import keep_local
 from backend.runtime.marks import drop_unmarked_parts, keep_marks, points
 from backend.runtime.options import EngineOptions
-from backend.runtime.others import FoundPerson, take_out_others
+from backend.runtime.others import FoundPerson, prompted_others, take_out_others
 from backend.runtime.people import Found
 from backend.runtime.pose_prior import (
     BOX_AVERAGE_PADDINGS,
@@ -300,6 +300,7 @@ class _Session:
     kept_prior: tuple[np.ndarray, float] | None = None
     # Per round, the rules around the networks that shaped its answer (`Engine.rules`).
     rules: list[tuple[str, ...]] = field(default_factory=list)
+    others_given: bool = False  # this round's ISCN saw other people (`EngineOptions.others_input`)
     # The last returned matte × 255, while `EngineOptions.local_corrections` needs it.
     last_alpha: np.ndarray | None = None
 
@@ -445,12 +446,15 @@ class Engine:
             # later click corrects the shown prediction instead of fighting a box the user never drew.
             seen, seen_new = history, new
             fired: list[str] = []
+            s.others_given = False
             box = self._grounded_box(s, history)
             if box is not None:
                 fired.append("text_grounding")
                 seen_new = replace(new, box=Box(*box))
                 seen = PromptHistory([*s.history.rounds, seen_new])
             coarse = self._localise(s, seen, seen_new)
+            if s.others_given:
+                fired.append("others_input")
             # A user's rectangle is looser than the tight boxes the ISCN learned from, and then takes in neighbours:
             # when the first answer fills clearly less than the box, ask again with the box shrunk around it.
             tight = tightened_box(seen.box, coarse, s.letterbox) if seen.box is not None else None
@@ -564,7 +568,7 @@ class Engine:
 
     def rules(self, sid: str) -> list[tuple[str, ...]]:
         """Per round of the session since it was opened or reset, the names of the rules around the networks that
-        shaped the answer, in the order they acted: text_grounding, loose_box, pose_prior, kept_prior, focus,
+        shaped the answer, in the order they acted: text_grounding, others_input, loose_box, pose_prior, kept_prior, focus,
         box_support, take_out_others, drop_unmarked_parts, keep_marks, local_corrections (see `EngineOptions` and the
         module doc)."""
         with self._lock:
@@ -634,7 +638,7 @@ class Engine:
         """The people in the session's image, found and described once (an empty list without mediapipe)."""
         if s.candidates is None:
             found = self._find(s, self.options.grounding_finder, tiles=self.options.finder_tiles,
-                               faces=self.options.finder_faces)
+                               faces=self.options.finder_faces, paint_known=self.options.tiles_paint_known)
             if found is not None:
                 s.candidates = describe(found.small, found.people)
         return s.candidates or []
@@ -655,7 +659,7 @@ class Engine:
             s = self._get(sid)
             if s.found is None or s.found_by != self.options.finder:
                 found = self._find(s, self.options.finder, tiles=self.options.finder_tiles,
-                                   faces=self.options.finder_faces)
+                                   faces=self.options.finder_faces, paint_known=self.options.tiles_paint_known)
                 s.found_boxes = [] if found is None else [box for box, _ in found.people]
             return list(s.found_boxes)
 
@@ -688,7 +692,11 @@ class Engine:
         feats, lb, prev_map = view if view is not None else (s.feats, s.letterbox, s.prev)
         size = self.model.config.size
         g = size // 4
-        tensors = build_prompt_tensors(history, new, lb, self._embed_text)
+        mode = self.options.others_input
+        others = self._others_grid(s, history, lb, g) if mode == "all" or (mode == "first" and len(history) == 1) \
+            else None
+        s.others_given |= others is not None
+        tensors = build_prompt_tensors(history, new, lb, self._embed_text, others)
         if isinstance(lb, RegionBox) and len(tensors.points):
             # Prompt points outside the crop (e.g. a negative click on someone far away) have no features to sample
             # there; their dense marks are already clipped away by drawing.
@@ -704,6 +712,24 @@ class Engine:
             masks, logits = iscn(feats, batch, prev, has_prev)
             prob = select_mask(self.model.selector, masks, logits, batch["dense"], prev, has_prev).sigmoid()[0]
         return prob.float().cpu().numpy()
+
+    def _others_grid(self, s: _Session, history: PromptHistory, lb: Letterbox, g: int) -> np.ndarray | None:
+        """The found people the prompts do not point at, sampled at the cell centres of `lb`'s G x G grid."""
+        people = self._people_masks(s)
+        box = history.box.as_list() if history.box is not None else None
+        positives = [(x, y) for x, y, p in points(history.merged()) if p]
+        mask = prompted_others(people, s.found_shape, s.image.shape[:2], box, positives)
+        if mask is None:
+            return None
+        centres = (np.arange(g, dtype=np.float32) + 0.5) * (lb.size / g)
+        xx, yy = np.meshgrid(centres, centres)
+        xy = lb.to_image(np.stack([xx.ravel(), yy.ravel()], 1))
+        (ph, pw), (h, w) = mask.shape, s.image.shape[:2]
+        col, row = np.floor(xy[:, 0] * (pw / w)).astype(int), np.floor(xy[:, 1] * (ph / h)).astype(int)
+        inside = (col >= 0) & (col < pw) & (row >= 0) & (row < ph)
+        out = np.zeros(g * g, np.float32)
+        out[inside] = mask[row[inside], col[inside]]
+        return out.reshape(g, g)
 
     def _focus(self, s: _Session, history: PromptHistory, new: RoundPrompts,
                coarse: np.ndarray) -> tuple[RegionBox, np.ndarray] | None:

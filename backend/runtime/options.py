@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields, replace
 FINDERS = ("mediapipe", "nets", "both")
 TAKE_OUT_MARKS = ("off", "first", "all")
 TEXT_MATCHES = ("facts", "similarity")
+OTHERS_INPUTS = ("off", "first", "all")
 LOCAL_CORRECTIONS = ("off", "all", "growth")
 _ON = ("1", "true", "on", "yes")
 _OFF = ("0", "false", "off", "no")
@@ -37,6 +38,10 @@ class EngineOptions:
     finder_tiles: bool = True
     # ... and in body-shaped crops hung from faces no find covers yet: validation composites 72.4 -> 78.5 % found.
     finder_faces: bool = True
+    # The corner crops are searched with the people found so far painted out, so their calls go to people not found
+    # yet instead of re-finding the known ones (`backend.runtime.people.PoseDetector.find`): first text round 0.80 ->
+    # 0.53-0.59 s on the bench photo; fresh composites text -0.005 [-0.021, +0.011] (docs/experiments.md).
+    tiles_paint_known: bool = True
     # Who finds the people for the take-out and the every-person split (`FINDERS`): "mediapipe" (its pose model, one
     # person per pass), "nets" (NanoDet + MoveNet + BlazePose masks, models/person/) or "both". nets: held-out people
     # found 59.5 -> 74.0 % (+0.145 [+0.076, +0.214]), looser box +0.005 [-0.000, +0.011] (docs/experiments.md).
@@ -83,6 +88,12 @@ class EngineOptions:
     # "off", "all" changes, or "growth" only (far regions the matte adds are undone, far shrinking stays). Off:
     # validation corrective rounds losing > 0.02 IoU 3.5 -> 1.2 % (all) / 2.5 % (growth), but clicks @5 -0.008 / -0.003.
     local_corrections: str = "off"
+    # The found people the prompts do not point at (`backend.runtime.others.prompted_others`) go to the ISCN as
+    # negative regions, in every prompt mode: "off", in a session's "first" round only, or in "all" rounds. Needs an
+    # ISCN trained with them (`python -m backend.train iscn --others 0.6`); the committed one was not (zero-shot: val
+    # box -0.015). Such a fine-tune with "first": fresh composites clicks @1 +0.043 [+0.035, +0.051], but @5 -0.002
+    # [-0.007, +0.002] and box -0.003 [-0.006, -0.001], so neither weights nor switch were adopted.
+    others_input: str = "off"
 
     def __post_init__(self) -> None:
         for name in ("finder", "grounding_finder"):
@@ -93,6 +104,8 @@ class EngineOptions:
                              f"got {self.local_corrections!r}")
         if self.text_match not in TEXT_MATCHES:
             raise ValueError(f"text_match must be one of {', '.join(TEXT_MATCHES)}, got {self.text_match!r}")
+        if self.others_input not in OTHERS_INPUTS:
+            raise ValueError(f"others_input must be one of {', '.join(OTHERS_INPUTS)}, got {self.others_input!r}")
         if self.take_out_marks not in TAKE_OUT_MARKS:
             raise ValueError(f"take_out_marks must be one of {', '.join(TAKE_OUT_MARKS)}, got {self.take_out_marks!r}")
 
@@ -124,6 +137,7 @@ class EngineOptions:
 
 
 ENV_VARS = {
+    "others_input": "DFIMAT_OTHERS_INPUT",
     "focus": "DFIMAT_FOCUS",
     "pose_prior": "DFIMAT_POSE_PRIOR",
     "keep_marks": "DFIMAT_KEEP_MARKS",
@@ -131,6 +145,7 @@ ENV_VARS = {
     "text_grounding": "DFIMAT_TEXT_GROUNDING",
     "finder_tiles": "DFIMAT_FINDER_TILES",
     "finder_faces": "DFIMAT_FINDER_FACES",
+    "tiles_paint_known": "DFIMAT_TILES_PAINT_KNOWN",
     "finder": "DFIMAT_FINDER",
     "grounding_finder": "DFIMAT_GROUNDING_FINDER",
     "text_match": "DFIMAT_TEXT_MATCH",

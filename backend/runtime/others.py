@@ -182,3 +182,56 @@ def take_out_others(alpha: np.ndarray, people: Sequence[FoundPerson], picture_sh
         keep = 1.0 - cv2.resize(out.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
         np.multiply(alpha, keep, out=alpha)
     return True
+
+
+# `prompted_others`: a find whose rectangle matches the box at least this share of the best match's IoU may be the
+# target too (two people in one loose box), so it is never marked as someone else.
+BOX_RIVAL = 0.7
+BOX_MIN_IOU = 0.3  # below this the box points at no find: nobody is known to be someone else
+OTHERS_SHRINK_PX = 3  # on the finder's picture: the finds are shrunk before they tell the networks who is not wanted
+
+
+def prompted_others(people: Sequence[FoundPerson], picture_shape: tuple[int, int], image_shape: tuple[int, int],
+                    box: Sequence[float] | None, positives: Sequence[tuple[float, float]]) -> np.ndarray | None:
+    """The found people the prompts do not point at, on the finder's picture, or None when the prompts point at no
+    find. The box points at the finds whose rectangle matches it best (IoU), rivals within `BOX_RIVAL` of the best
+    included; a positive mark at the find under it (`marked`) and at every find whose rectangle holds it. Each other find is shrunk by `OTHERS_SHRINK_PX`, and
+    nothing under a positive mark is ever marked (the user asked for that pixel)."""
+    if len(people) < 2:
+        return None
+    ph, pw = picture_shape
+    h, w = image_shape
+    sx, sy = pw / w, ph / h
+    targets = marked(people, positives, (sx, sy)) if positives else set()
+    # The finds' masks can miss the clicked person (an occluded target, pixels given to a neighbour): any find whose
+    # rectangle holds a positive mark may be the target, so it is never marked as someone else.
+    r = MARK_REACH_PX
+    for x, y in positives:
+        c, rr = x * sx, y * sy
+        targets |= {i for i, p in enumerate(people)
+                    if p.mask.size and p.rect[0] - r <= c < p.rect[2] + r and p.rect[1] - r <= rr < p.rect[3] + r}
+    if box is not None:
+        bx0, by0, bx1, by1 = box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy
+        ious = []
+        for p in people:
+            x0, y0, x1, y1 = p.rect
+            inter = max(0.0, min(x1, bx1) - max(x0, bx0)) * max(0.0, min(y1, by1) - max(y0, by0))
+            union = (x1 - x0) * (y1 - y0) + (bx1 - bx0) * (by1 - by0) - inter
+            ious.append(inter / union if union > 0 and p.mask.size else 0.0)
+        best = max(ious)
+        if best >= BOX_MIN_IOU:
+            targets |= {i for i, v in enumerate(ious) if v >= BOX_RIVAL * best}
+    if not targets:
+        return None
+    out = np.zeros((ph, pw), bool)
+    g = OTHERS_SHRINK_PX
+    kernel = np.ones((2 * g + 1, 2 * g + 1), np.uint8)
+    for i, p in enumerate(people):
+        if i in targets or not p.mask.size or any(p.overlap(people[t]) > DUPLICATE_OVERLAP for t in targets):
+            continue
+        x0, y0, x1, y1 = p.rect
+        out[y0:y1, x0:x1] |= cv2.erode(np.pad(p.mask, g).astype(np.uint8), kernel)[g:-g, g:-g] > 0
+    for x, y in positives:
+        c, r = int(x * sx), int(y * sy)
+        out[max(0, r - g):r + g + 1, max(0, c - g):c + g + 1] = False
+    return out if out.any() else None

@@ -73,13 +73,15 @@ class PoseDetector:
     def __call__(self, image: np.ndarray) -> list[list[float]]:
         return [box for box, _ in self.find(image).people]
 
-    def find(self, image: np.ndarray, tiles: bool = True, faces: bool = True) -> Found:
+    def find(self, image: np.ndarray, tiles: bool = True, faces: bool = True, paint_known: bool = True) -> Found:
         """Everyone found in ``image``: boxes in image pixels, masks on a copy downscaled to <= DETECT_MAX_SIDE.
 
         ``tiles``: also look in the four overlapping corner crops (`TILE_FRACTION` of each side), where small
         people are big enough for mediapipe's 256 px input; a find that touches a crop's inner edge is cut off there
         and dropped (another crop or the whole image holds the person whole). About twice the time
-        (`EngineOptions.finder_tiles`).
+        (`EngineOptions.finder_tiles`). ``paint_known``: the people found so far are painted out of each crop before
+        it is searched, so that its calls go to people not found yet instead of re-finding the known ones
+        (`EngineOptions.tiles_paint_known`).
 
         ``faces``: also segment a body-shaped crop below every detected face no find covers yet
         (`EngineOptions.finder_faces`); about 10 % more time."""
@@ -87,21 +89,27 @@ class PoseDetector:
         scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
         small = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA) \
             if scale < 1.0 else image.copy()
-        masks = self._passes(small)
+        blur = _Blur(small)
+        masks = self._passes(small, blur)
         if tiles:
-            masks += self._tiled(small, masks)
+            masks += self._tiled(small, masks, blur if paint_known else None)
         if faces and len(masks) < self.max_people:
             masks += self._face_seeded(small, masks)[: self.max_people - len(masks)]
         return Found(small=small, people=[(_box_of(m, scale, width, height), m) for m in masks])
 
-    def _passes(self, picture: np.ndarray) -> list[np.ndarray]:
+    def _passes(self, picture: np.ndarray, blur: _Blur, painted: np.ndarray | None = None) -> list[np.ndarray]:
         """Detect, paint the person out, detect again; one mask per person (a find overlapping an earlier one is the
-        same person)."""
+        same person). ``blur`` gives the paint; ``painted``: pixels (people found elsewhere) painted out before the
+        first detection."""
         work = np.ascontiguousarray(picture).copy()  # painted over below; the caller's picture keeps its colours
-        # The paint is a heavy blur (~30 ms at 1280 px), made only once somebody is found: most corner crops hold
-        # nobody new.
-        blurred: np.ndarray | None = None
         found: list[np.ndarray] = []
+
+        def paint(mask: np.ndarray) -> None:
+            grown = cv2.dilate(mask.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
+            work[grown] = blur.image[grown]
+
+        if painted is not None and painted.any():
+            paint(painted)
         with self._lock:
             for _ in range(self.max_people):
                 result = self._pose.process(work)
@@ -113,19 +121,24 @@ class PoseDetector:
                 # The paint-out can leave enough of a person for a second, overlapping find: keep the first.
                 if not any(_overlap(mask, m) > DUPLICATE_OVERLAP for m in found):
                     found.append(mask)
-                grown = cv2.dilate(mask.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
-                if blurred is None:
-                    blurred = cv2.GaussianBlur(np.ascontiguousarray(picture), (0, 0),
-                                               sigmaX=max(3.0, max(work.shape[:2]) / 40))
-                work[grown] = blurred[grown]
+                paint(mask)
         return found
 
-    def _tiled(self, small: np.ndarray, known: list[np.ndarray]) -> list[np.ndarray]:
+    def _tiled(self, small: np.ndarray, known: list[np.ndarray], blur: _Blur | None = None) -> list[np.ndarray]:
+        """New people in the four corner crops. With the whole picture's ``blur``, the people found so far are
+        painted out of each crop first (with it), so the crop's calls go to people not found yet; without it, each
+        crop is searched as it is, with a paint of its own."""
         h, w = small.shape[:2]
         found: list[np.ndarray] = []
         for x0, y0, x1, y1 in _corner_crops(h, w):
             th, tw = y1 - y0, x1 - x0
-            for m in self._passes(small[y0:y1, x0:x1]):
+            crop = small[y0:y1, x0:x1]
+            if blur is None:
+                passes = self._passes(crop, _Blur(crop))
+            else:
+                painted = np.logical_or.reduce([k[y0:y1, x0:x1] for k in known + found]) if known or found else None
+                passes = self._passes(crop, blur.crop(x0, y0, x1, y1), painted)
+            for m in passes:
                 rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
                 cut = (x0 > 0 and cols[0] == 0) or (x1 < w and cols[-1] == tw - 1) \
                     or (y0 > 0 and rows[0] == 0) or (y1 < h and rows[-1] == th - 1)
@@ -174,6 +187,30 @@ class PoseDetector:
         return found
 
 
+class _Blur:
+    """The paint that hides found people from the detector: a heavy blur of the picture (~30 ms at 1280 px), made
+    only when first needed (most corner crops hold nobody new) and then shared by every crop of it."""
+
+    def __init__(self, picture: np.ndarray, parent: _Blur | None = None,
+                 rect: tuple[int, int, int, int] | None = None) -> None:
+        self._picture, self._parent, self._rect = picture, parent, rect
+        self._image: np.ndarray | None = None
+
+    @property
+    def image(self) -> np.ndarray:
+        if self._image is None:
+            if self._parent is not None and self._rect is not None:
+                x0, y0, x1, y1 = self._rect
+                self._image = self._parent.image[y0:y1, x0:x1]
+            else:
+                self._image = cv2.GaussianBlur(np.ascontiguousarray(self._picture), (0, 0),
+                                               sigmaX=max(3.0, max(self._picture.shape[:2]) / 40))
+        return self._image
+
+    def crop(self, x0: int, y0: int, x1: int, y1: int) -> _Blur:
+        return _Blur(self._picture[y0:y1, x0:x1], self, (x0, y0, x1, y1))
+
+
 def _corner_crops(h: int, w: int) -> list[tuple[int, int, int, int]]:
     """The four overlapping corner crops (x0, y0, x1, y1), `TILE_FRACTION` of each side, where small people are big
     enough for mediapipe's small inputs."""
@@ -212,8 +249,9 @@ class NetsDetector:
     def __call__(self, image: np.ndarray) -> list[list[float]]:
         return [box for box, _ in self.find(image).people]
 
-    def find(self, image: np.ndarray, tiles: bool = True, faces: bool = True) -> Found:
-        """Everyone found in ``image``; ``tiles`` and ``faces`` steer only the mediapipe finds of "both"."""
+    def find(self, image: np.ndarray, tiles: bool = True, faces: bool = True, paint_known: bool = True) -> Found:
+        """Everyone found in ``image``; ``tiles``, ``faces`` and ``paint_known`` steer only the mediapipe finds of
+        "both"."""
         height, width = image.shape[:2]
         scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
         size = (round(width * scale), round(height * scale))
@@ -226,7 +264,7 @@ class NetsDetector:
                 continue
             people.append((_box_of(small, scale, width, height), small))
         if self._mediapipe is not None and len(people) < MAX_PEOPLE:
-            extra = self._mediapipe.find(image, tiles=tiles, faces=faces)
+            extra = self._mediapipe.find(image, tiles=tiles, faces=faces, paint_known=paint_known)
             for box, mask in extra.people:
                 if not any(_overlap(mask, m) > DUPLICATE_OVERLAP for _, m in people):
                     people.append((box, mask))

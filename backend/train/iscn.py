@@ -15,6 +15,7 @@ import math
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -76,9 +77,10 @@ class Sampler:
     """Draws training samples (cache row, target, round-1 prompts) and simulates later rounds."""
 
     def __init__(self, caches: list[dict], texts: list[list[list[list[str]]]], rng: np.random.Generator,
-                 loose_boxes: float = 0.0) -> None:
+                 loose_boxes: float = 0.0, others: float = 0.0) -> None:
         self.caches, self.texts, self.rng = caches, texts, rng
         self.loose_boxes = loose_boxes
+        self.others = others
         self.rows = [(c, r) for c, cache in enumerate(caches) for r in range(cache["meta"]["count"])]
 
     def draw(self) -> dict:
@@ -108,7 +110,14 @@ class Sampler:
             first = simulate.simulate_first_round(mode, gt, rng, text if mode in ("text", "mixed") else None)
         history = PromptHistory()
         history.add(first)
-        return {"cache": c, "row": r, "gt": gt, "ignore": ignore, "mode": mode, "history": history, "last": first}
+        others = None
+        if self.others > 0 and entry["targets"] > 1 and rng.random() < self.others:
+            # The engine's `others_input`: the finder's other people as negative regions, on the G x G grid.
+            found = simulate.found_others(lab, k + 1, rng, IGNORE).astype(np.float32)
+            g = gt.shape[0] // 4
+            others = (cv2.resize(found, (g, g), interpolation=cv2.INTER_AREA) >= 0.5).astype(np.float32)
+        return {"cache": c, "row": r, "gt": gt, "ignore": ignore, "mode": mode, "history": history, "last": first,
+                "others": others}
 
     def next_round(self, sample: dict, pred: np.ndarray) -> None:
         from backend.data import simulate
@@ -133,7 +142,8 @@ def _batch_feats(caches: list[dict], samples: list[dict]) -> dict[str, torch.Ten
 def round_batch(samples: list[dict], size: int, embed) -> dict[str, torch.Tensor]:
     """The samples' prompt histories as one collated ISCN input (model square coordinates)."""
     square = Letterbox(size, size, size)
-    return collate([build_prompt_tensors(s["history"], s["last"], square, embed) for s in samples], size)
+    return collate([build_prompt_tensors(s["history"], s["last"], square, embed, s.get("others")) for s in samples],
+                   size)
 
 
 def run_round(model: DFIMatS, feats: dict, samples: list[dict], prev: torch.Tensor, has_prev: torch.Tensor,
@@ -199,7 +209,7 @@ def train_iscn(args: argparse.Namespace) -> int:
         load_iscn_into(model, args.init)
         log(f"ISCN initialised from {args.init}")
     log(f"ISCN trainable parameters: {count_parameters(model.iscn, True)}")
-    sampler = Sampler(caches, texts, rng, args.loose_boxes)
+    sampler = Sampler(caches, texts, rng, args.loose_boxes, args.others)
     t_start = time.time() - spent
     running: dict[str, float] = {}
 
@@ -209,6 +219,7 @@ def train_iscn(args: argparse.Namespace) -> int:
         meta = {"stage": "iscn", "steps": step, "cpu_minutes_wall": round((time.time() - t_start) / 60, 1),
                 "batch": args.batch, "caches": [str(p) for p in args.cache],
                 "init": None if args.init is None else str(args.init), "loose_boxes": args.loose_boxes,
+                "others": args.others,
                 "earlier_rounds": list(args.earlier_rounds)}
         save_checkpoint(model, out / "dfimat-s-iscn.pt", meta)
         log(f"saved step {step}{' (final)' if final else ''}")
@@ -285,5 +296,8 @@ def add_iscn_parser(sub) -> None:
                         "one (default 0,0,0,1,2)")
     p.add_argument("--loose-boxes", type=float, default=0.0,
                    help="share of box rounds whose box is a user-like loose rectangle (default 0: tight +-8 %%)")
+    p.add_argument("--others", type=float, default=0.0,
+                   help="share of samples with other people whose found masks (as the people finder would give "
+                        "them) join the negative marks' channel (the engine's others_input; default 0)")
     add_run_arguments(p, steps=4000, minutes=35.0, batch=8, lr=0.0004)
     p.set_defaults(func=train_iscn)
