@@ -154,3 +154,24 @@ def _cell(lb: Letterbox, g: int, x: float, y: float) -> tuple[int, int]:
     """(column, row) of the G x G grid cell over image pixel (x, y)."""
     col, row = lb.to_model(np.array([x, y], np.float32)) * g / lb.size
     return int(col), int(row)
+
+
+def test_the_training_sampler_gives_finder_like_others_to_multi_person_samples():
+    from backend.train.iscn import Sampler
+
+    labels = np.zeros((1, 64, 64), np.uint8)
+    labels[0, 4:60, 4:24], labels[0, 4:60, 36:56] = 1, 2
+    cache = {"meta": {"count": 1, "entries": [{"key": "two", "targets": 2, "box_only": False}]}, "labels": labels}
+    texts = [[[[], []]]]
+    samples = [Sampler([cache], texts, np.random.default_rng(seed), others=1.0).draw() for seed in range(20)]
+    for s in samples:
+        assert s["others"] is None or s["others"].shape == (16, 16)
+        if s["others"] is not None:
+            target_cells = s["gt"].reshape(16, 4, 16, 4).mean(axis=(1, 3)) >= 0.5
+            assert s["others"][target_cells].mean() <= 0.25  # at most a piece of the target
+    marked = [s for s in samples if s["others"] is not None and s["others"].any()]
+    assert len(marked) >= 10  # the other person is missed now and then, not mostly
+    # Without --others nothing changes, and the draw takes no extra random numbers (old runs stay reproducible).
+    plain = Sampler([cache], texts, np.random.default_rng(3)).draw()
+    zero = Sampler([cache], texts, np.random.default_rng(3), others=0.0).draw()
+    assert plain["others"] is None and zero["others"] is None and np.array_equal(plain["gt"], zero["gt"])

@@ -137,7 +137,6 @@ class EngineOptions:
 
 
 ENV_VARS = {
-    "others_input": "DFIMAT_OTHERS_INPUT",
     "focus": "DFIMAT_FOCUS",
     "pose_prior": "DFIMAT_POSE_PRIOR",
     "keep_marks": "DFIMAT_KEEP_MARKS",
@@ -158,6 +157,7 @@ ENV_VARS = {
     "box_prior_fallback": "DFIMAT_BOX_PRIOR_FALLBACK",
     "release_prior": "DFIMAT_RELEASE_PRIOR",
     "local_corrections": "DFIMAT_LOCAL_CORRECTIONS",
+    "others_input": "DFIMAT_OTHERS_INPUT",
 }
 
 

@@ -195,8 +195,9 @@ def prompted_others(people: Sequence[FoundPerson], picture_shape: tuple[int, int
                     box: Sequence[float] | None, positives: Sequence[tuple[float, float]]) -> np.ndarray | None:
     """The found people the prompts do not point at, on the finder's picture, or None when the prompts point at no
     find. The box points at the finds whose rectangle matches it best (IoU), rivals within `BOX_RIVAL` of the best
-    included; a positive mark at the find under it (`marked`) and at every find whose rectangle holds it. Each other find is shrunk by `OTHERS_SHRINK_PX`, and
-    nothing under a positive mark is ever marked (the user asked for that pixel)."""
+    included; a positive mark at the find under it (`marked`) and at every find whose rectangle holds it. Each other
+    find is shrunk by `OTHERS_SHRINK_PX`, and nothing under a positive mark is ever marked (the user asked for that
+    pixel)."""
     if len(people) < 2:
         return None
     ph, pw = picture_shape
@@ -205,11 +206,11 @@ def prompted_others(people: Sequence[FoundPerson], picture_shape: tuple[int, int
     targets = marked(people, positives, (sx, sy)) if positives else set()
     # The finds' masks can miss the clicked person (an occluded target, pixels given to a neighbour): any find whose
     # rectangle holds a positive mark may be the target, so it is never marked as someone else.
-    r = MARK_REACH_PX
+    reach = MARK_REACH_PX
     for x, y in positives:
-        c, rr = x * sx, y * sy
-        targets |= {i for i, p in enumerate(people)
-                    if p.mask.size and p.rect[0] - r <= c < p.rect[2] + r and p.rect[1] - r <= rr < p.rect[3] + r}
+        col, row = x * sx, y * sy
+        targets |= {i for i, p in enumerate(people) if p.mask.size and p.rect[0] - reach <= col < p.rect[2] + reach
+                    and p.rect[1] - reach <= row < p.rect[3] + reach}
     if box is not None:
         bx0, by0, bx1, by1 = box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy
         ious = []
@@ -232,6 +233,6 @@ def prompted_others(people: Sequence[FoundPerson], picture_shape: tuple[int, int
         x0, y0, x1, y1 = p.rect
         out[y0:y1, x0:x1] |= cv2.erode(np.pad(p.mask, g).astype(np.uint8), kernel)[g:-g, g:-g] > 0
     for x, y in positives:
-        c, r = int(x * sx), int(y * sy)
-        out[max(0, r - g):r + g + 1, max(0, c - g):c + g + 1] = False
+        col, row = int(x * sx), int(y * sy)
+        out[max(0, row - g):row + g + 1, max(0, col - g):col + g + 1] = False
     return out if out.any() else None
