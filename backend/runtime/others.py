@@ -66,6 +66,20 @@ class FoundPerson:
             self.mask[y0 - ay0:y1 - ay0, x0 - ax0:x1 - ax0] & other.mask[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0]))
         return inter / max(1, min(int(np.count_nonzero(self.mask)), int(np.count_nonzero(other.mask))))
 
+    def reaches(self, c: float, r: float) -> bool:
+        """Whether (col c, row r) on the finder's picture lies in this find's rectangle grown by `MARK_REACH_PX`
+        (a find with an empty mask reaches nothing)."""
+        x0, y0, x1, y1 = self.rect
+        g = MARK_REACH_PX
+        return bool(self.mask.size) and x0 - g <= c < x1 + g and y0 - g <= r < y1 + g
+
+    def box_iou(self, box: tuple[float, float, float, float]) -> float:
+        """IoU of this find's rectangle and ``box`` (x0, y0, x1, y1 on the finder's picture)."""
+        (x0, y0, x1, y1), (bx0, by0, bx1, by1) = self.rect, box
+        inter = max(0.0, min(x1, bx1) - max(x0, bx0)) * max(0.0, min(y1, by1) - max(y0, by0))
+        union = (x1 - x0) * (y1 - y0) + (bx1 - bx0) * (by1 - by0) - inter
+        return inter / max(union, 1e-6)
+
     def paste(self, shape: tuple[int, int]) -> np.ndarray:
         out = np.zeros(shape, bool)
         x0, y0, x1, y1 = self.rect
@@ -115,13 +129,10 @@ def others_mask(selected: np.ndarray, people: Sequence[FoundPerson], spared: Col
 def _beside(shape: tuple[int, int], people: Sequence[FoundPerson], spared: Collection[int],
             box: tuple[float, float, float, float]) -> np.ndarray | None:
     """The finds (not spared) whose rectangle overlaps ``box`` by IoU < `OFF_BOX_IOU`: people beside the box."""
-    bx0, by0, bx1, by1 = box
     out = np.zeros(shape, bool)
     for i, p in enumerate(people):
-        x0, y0, x1, y1 = p.rect
-        inter = max(0.0, min(x1, bx1) - max(x0, bx0)) * max(0.0, min(y1, by1) - max(y0, by0))
-        union = (x1 - x0) * (y1 - y0) + (bx1 - bx0) * (by1 - by0) - inter
-        if i not in spared and p.mask.size and inter / max(union, 1e-6) < OFF_BOX_IOU:
+        if i not in spared and p.mask.size and p.box_iou(box) < OFF_BOX_IOU:
+            x0, y0, x1, y1 = p.rect
             out[y0:y1, x0:x1] |= p.mask
     return out if out.any() else None
 
@@ -133,14 +144,9 @@ def marked(people: Sequence[FoundPerson], positives: Sequence[tuple[float, float
     `MARK_REACH_PX`) is on that person even where the find's mask runs short of the outline (a click on a sleeve's
     edge, or where a cut-off body meets the frame); inside several, it is on the one whose mask is nearest."""
     out = set()
-    g = MARK_REACH_PX
     for x, y in positives:
         c, r = x * scale[0], y * scale[1]
-        near: list[tuple[float, int]] = []
-        for i, p in enumerate(people):
-            x0, y0, x1, y1 = p.rect
-            if x0 - g <= c < x1 + g and y0 - g <= r < y1 + g and p.mask.size:
-                near.append((_distance_to(p, c, r), i))
+        near = [(_distance_to(p, c, r), i) for i, p in enumerate(people) if p.reaches(c, r)]
         if near:
             out.add(min(near)[1])
     return out
@@ -203,22 +209,13 @@ def prompted_others(people: Sequence[FoundPerson], picture_shape: tuple[int, int
     ph, pw = picture_shape
     h, w = image_shape
     sx, sy = pw / w, ph / h
-    targets = marked(people, positives, (sx, sy)) if positives else set()
     # The finds' masks can miss the clicked person (an occluded target, pixels given to a neighbour): any find whose
-    # rectangle holds a positive mark may be the target, so it is never marked as someone else.
-    reach = MARK_REACH_PX
-    for x, y in positives:
-        col, row = x * sx, y * sy
-        targets |= {i for i, p in enumerate(people) if p.mask.size and p.rect[0] - reach <= col < p.rect[2] + reach
-                    and p.rect[1] - reach <= row < p.rect[3] + reach}
+    # rectangle holds a positive mark may be the target (a superset of `marked`'s nearest find), so it is never
+    # marked as someone else.
+    targets = {i for x, y in positives for i, p in enumerate(people) if p.reaches(x * sx, y * sy)}
     if box is not None:
-        bx0, by0, bx1, by1 = box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy
-        ious = []
-        for p in people:
-            x0, y0, x1, y1 = p.rect
-            inter = max(0.0, min(x1, bx1) - max(x0, bx0)) * max(0.0, min(y1, by1) - max(y0, by0))
-            union = (x1 - x0) * (y1 - y0) + (bx1 - bx0) * (by1 - by0) - inter
-            ious.append(inter / union if union > 0 and p.mask.size else 0.0)
+        on_picture = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+        ious = [p.box_iou(on_picture) if p.mask.size else 0.0 for p in people]
         best = max(ious)
         if best >= BOX_MIN_IOU:
             targets |= {i for i, v in enumerate(ious) if v >= BOX_RIVAL * best}
