@@ -68,6 +68,25 @@ def test_a_find_whose_rectangle_holds_a_positive_mark_is_never_someone_else():
     assert marked(finds, click, (1.0, 1.0)) == {1}
 
 
+def test_a_negative_mark_on_a_find_makes_it_someone_else_whatever_its_rectangle_holds():
+    """A small target in front of a big neighbour: the positive click lies inside the neighbour's rectangle only, so
+    the neighbour may be the target, until the user puts a negative mark on the neighbour's mask."""
+    small = _person(40, 60, 50, 90)  # the target, missed by the finder: not among the finds
+    big = _person(20, 10, 70, 95) & ~small
+    finds = [FoundPerson.from_mask(m) for m in (big, FAR)]
+    click = [(45.0, 75.0)]
+    assert not (prompted_others(finds, (H, W), (H, W), None, click) & big).any()
+    out = prompted_others(finds, (H, W), (H, W), None, click, negatives=[(30.0, 40.0)])
+    # No find is the target any more: only the one the user said no to is marked, never the clicked pixel.
+    assert out[40, 30] and not out[60, 135] and not out[75, 45]
+    # A positive mark on the same find's mask wins: the user asked for that person too.
+    assert not (prompted_others(finds, (H, W), (H, W), None, [*click, (60.0, 30.0)], negatives=[(30.0, 40.0)])
+                & big).any()
+    # The box's finds stay the target.
+    boxed = prompted_others(FINDS, (H, W), (H, W), [18.0, 8.0, 62.0, 92.0], [], negatives=[(40.0, 50.0)])
+    assert not (boxed & LEFT).any() and boxed[50, 80]
+
+
 def test_prompts_that_point_at_no_find_mark_nobody():
     assert prompted_others(FINDS, (H, W), (H, W), None, []) is None
     assert prompted_others(FINDS, (H, W), (H, W), None, [(5.0, 5.0)]) is None  # a click on the background

@@ -35,6 +35,10 @@ class DFIMatConfig:
     crop_margin: float = 0.15  # crop = bbox of the coarse mask grown by this fraction of its size on each side
 
 
+def new_iscn(c: DFIMatConfig) -> ISCN:
+    return ISCN(c.dim, c.mask_dim, c.num_queries, c.num_memory, c.num_layers, c.heads)
+
+
 @dataclass
 class DFIMatS(nn.Module):
     """Holds the three networks; call `load_checkpoint` or construct with a config for training."""
@@ -45,10 +49,13 @@ class DFIMatS(nn.Module):
         nn.Module.__init__(self)
         c = self.config
         self.backbone = load_backbone()
-        self.iscn = ISCN(c.dim, c.mask_dim, c.num_queries, c.num_memory, c.num_layers, c.heads)
+        self.iscn = new_iscn(c)
         self.mrn = MRN(c.mrn_width)
         # Optional, trained last (backend.train.selector); None = the concept classifier picks the query.
         self.selector: QuerySelector | None = None
+        # Optional second ISCN for sessions led by marks (no box, no text), trained with the other found
+        # people as negative regions (`python -m backend.train iscn --others`); the engine's `marks_iscn`.
+        self.iscn_marks: ISCN | None = None
 
     def __hash__(self) -> int:  # nn.Module hooks need hashable modules; dataclass eq would remove it
         return id(self)
@@ -61,7 +68,7 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
 
 
 def save_checkpoint(model: DFIMatS, path: Path, meta: dict[str, Any] | None = None, half: bool = True) -> Path:
-    """Write config + ISCN + MRN weights (fp16 by default) to `path`."""
+    """Write config + ISCN + MRN (+ selector, marks ISCN when present) weights (fp16 by default) to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -72,6 +79,8 @@ def save_checkpoint(model: DFIMatS, path: Path, meta: dict[str, Any] | None = No
             "mrn": pack(model.mrn), "meta": meta or {}}
     if model.selector is not None:
         blob["selector"] = pack(model.selector)
+    if model.iscn_marks is not None:
+        blob["iscn_marks"] = pack(model.iscn_marks)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(blob, tmp)
     tmp.replace(path)  # atomic: a crash mid-save never leaves a truncated checkpoint
@@ -100,6 +109,9 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu",
     if "selector" in blob:
         model.selector = QuerySelector()
         model.selector.load_state_dict(unpack("selector"))
+    if "iscn_marks" in blob:
+        model.iscn_marks = new_iscn(model.config)
+        model.iscn_marks.load_state_dict(unpack("iscn_marks"))
     model.to(device).eval()
     return model, blob.get("meta", {})
 

@@ -5,6 +5,7 @@ Three graphs, matching how the engine runs the model:
   iscn.onnx      features + prompt tensors + previous prediction -> masks, class logits (every round; batch 1,
                  points padded to MAX_POINTS because attention lengths are traced as constants)
   mrn.onnx       crop (1, 4, H, W) -> alpha (H, W dynamic multiples of 32)
+  iscn-marks.onnx  the marks ISCN (same inputs and outputs as iscn.onnx), when the weights carry one
 `OnnxModel` wraps the three onnxruntime sessions with the same call signatures the engine uses for torch
 (CPU execution provider here; CUDA EP is picked when onnxruntime-gpu provides it). On the CPU provider it runs
 mrn-int8.onnx instead of mrn.onnx when the directory holds one (`backend.dfimat.quantize`) and ``int8_mrn`` is set.
@@ -25,13 +26,14 @@ from backend.dfimat.model import DFIMatS, load_checkpoint
 from backend.dfimat.prompt_tensors import MAX_POINTS
 
 FEATURES = ("s4", "s8", "s16", "s32")
+ISCN_MARKS = "iscn-marks.onnx"
 ISCN_INPUTS = (*FEATURES, "points", "kinds", "valid", "dense", "text", "has_text", "prev", "has_prev")
 
 
 class _ISCNGraph(nn.Module):
-    def __init__(self, model: DFIMatS) -> None:
+    def __init__(self, iscn: nn.Module) -> None:
         super().__init__()
-        self.iscn = model.iscn
+        self.iscn = iscn
 
     def forward(self, s4, s8, s16, s32, points, kinds, valid, dense, text, has_text, prev, has_prev):
         feats = {"s4": s4, "s8": s8, "s16": s16, "s32": s32}
@@ -74,15 +76,19 @@ def example_inputs(model: DFIMatS, points: int = 5) -> dict[str, torch.Tensor]:
 
 
 def export(model: DFIMatS, out_dir: Path, opset: int = 17) -> dict[str, Path]:
-    """Write backbone.onnx, iscn.onnx and mrn.onnx to out_dir (and remove an int8 MRN made from earlier graphs)."""
+    """Write backbone.onnx, iscn.onnx, mrn.onnx (and iscn-marks.onnx when the model has a marks ISCN) to
+    out_dir, removing an int8 MRN or a marks graph made from earlier weights."""
     from backend.dfimat.quantize import MRN_INT8
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MRN_INT8).unlink(missing_ok=True)
+    (out_dir / ISCN_MARKS).unlink(missing_ok=True)
     model = model.eval().cpu()
     s = model.config.size
     paths = {name: out_dir / f"{name}.onnx" for name in ("backbone", "iscn", "mrn")}
+    if model.iscn_marks is not None:
+        paths["iscn_marks"] = out_dir / ISCN_MARKS
     ex = pad_points(example_inputs(model))
     fastpath = torch.backends.mha.get_fastpath_enabled()
     # The fused attention kernel used in eval mode has no ONNX mapping; the composite path exports.
@@ -99,9 +105,11 @@ def _export_all(model: DFIMatS, paths: dict[str, Path], ex: dict[str, torch.Tens
         warnings.simplefilter("ignore")  # tracer warnings about Python-side shape checks are expected
         torch.onnx.export(_Backbone(model), (torch.rand(1, 3, s, s) * 255,), str(paths["backbone"]),
                           input_names=["image"], output_names=list(FEATURES), opset_version=opset, dynamo=False)
-        torch.onnx.export(_ISCNGraph(model), tuple(ex[k] for k in ISCN_INPUTS), str(paths["iscn"]),
-                          input_names=list(ISCN_INPUTS), output_names=["masks", "logits"], opset_version=opset,
-                          dynamo=False)
+        for name, iscn in (("iscn", model.iscn), ("iscn_marks", model.iscn_marks)):
+            if name in paths:
+                torch.onnx.export(_ISCNGraph(iscn), tuple(ex[k] for k in ISCN_INPUTS), str(paths[name]),
+                                  input_names=list(ISCN_INPUTS), output_names=["masks", "logits"],
+                                  opset_version=opset, dynamo=False)
         torch.onnx.export(_MRNGraph(model), (torch.rand(1, 4, 96, 128),), str(paths["mrn"]),
                           input_names=["x"], output_names=["alpha"], opset_version=opset,
                           dynamic_axes={"x": {2: "h", 3: "w"}, "alpha": {2: "h", 3: "w"}}, dynamo=False)
@@ -118,7 +126,8 @@ class _Backbone(nn.Module):
 
 
 class OnnxModel:
-    """onnxruntime sessions for the three graphs, called with torch tensors like the torch modules."""
+    """onnxruntime sessions for the three graphs (four with a marks ISCN), called with torch tensors like the
+    torch modules."""
 
     def __init__(self, onnx_dir: Path, threads: int | None = None, int8_mrn: bool = False) -> None:
         import onnxruntime as ort
@@ -135,6 +144,8 @@ class OnnxModel:
         onnx_dir = Path(onnx_dir)
         self.sessions = {name: ort.InferenceSession(str(onnx_dir / f"{name}.onnx"), opts, providers=providers)
                          for name in ("backbone", "iscn")}
+        if (onnx_dir / ISCN_MARKS).is_file():
+            self.sessions["iscn_marks"] = ort.InferenceSession(str(onnx_dir / ISCN_MARKS), opts, providers=providers)
         # int8 convolutions pay off on CPUs; on CUDA the provider would run the QDQ graph's float fallbacks. The
         # provider a session really got decides (onnxruntime-gpu on a machine without a GPU falls back to the CPU).
         on_cpu = "CUDAExecutionProvider" not in self.sessions["iscn"].get_providers()
@@ -146,10 +157,20 @@ class OnnxModel:
         outs = self.sessions["backbone"].run(None, {"image": image.cpu().numpy().astype(np.float32)})
         return {k: torch.from_numpy(v) for k, v in zip(FEATURES, outs, strict=True)}
 
+    @property
+    def has_iscn_marks(self) -> bool:
+        return "iscn_marks" in self.sessions
+
     def iscn(self, feats: dict, prompts: dict, prev: torch.Tensor, has_prev: torch.Tensor):
+        return self._run_iscn("iscn", feats, prompts, prev, has_prev)
+
+    def iscn_marks(self, feats: dict, prompts: dict, prev: torch.Tensor, has_prev: torch.Tensor):
+        return self._run_iscn("iscn_marks", feats, prompts, prev, has_prev)
+
+    def _run_iscn(self, name: str, feats: dict, prompts: dict, prev: torch.Tensor, has_prev: torch.Tensor):
         values = {**feats, **pad_points(prompts), "prev": prev, "has_prev": has_prev}
         feed = {k: values[k].cpu().numpy() for k in ISCN_INPUTS}
-        masks, logits = self.sessions["iscn"].run(None, feed)
+        masks, logits = self.sessions[name].run(None, feed)
         return torch.from_numpy(masks), torch.from_numpy(logits)
 
     def mrn(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -172,9 +193,15 @@ def compare(model: DFIMatS, onnx_dir: Path) -> dict[str, float]:
     fo = rt.backbone(image)
     mo, lo = rt.iscn({k: ex[k] for k in FEATURES}, {k: ex[k] for k in ISCN_INPUTS[4:10]}, ex["prev"], ex["has_prev"])
     ao = rt.mrn(x)["alpha"]
-    return {"backbone": max(float((ft[k] - fo[k]).abs().max()) for k in FEATURES),
-            "iscn_masks": float((mt - mo).abs().max()), "iscn_logits": float((lt - lo).abs().max()),
-            "mrn_alpha": float((at - ao).abs().max())}
+    diffs = {"backbone": max(float((ft[k] - fo[k]).abs().max()) for k in FEATURES),
+             "iscn_masks": float((mt - mo).abs().max()), "iscn_logits": float((lt - lo).abs().max()),
+             "mrn_alpha": float((at - ao).abs().max())}
+    if model.iscn_marks is not None:
+        args = ({k: ex[k] for k in FEATURES}, {k: ex[k] for k in ISCN_INPUTS[4:10]}, ex["prev"], ex["has_prev"])
+        with torch.no_grad():
+            mt, _ = model.iscn_marks(*args)
+        diffs["iscn_marks_masks"] = float((mt - rt.iscn_marks(*args)[0]).abs().max())
+    return diffs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -301,6 +301,7 @@ class _Session:
     # Per round, the rules around the networks that shaped its answer (`Engine.rules`).
     rules: list[tuple[str, ...]] = field(default_factory=list)
     others_given: bool = False  # this round's ISCN saw other people (`EngineOptions.others_input`)
+    marks_given: bool = False  # this round went to the marks ISCN (`EngineOptions.marks_iscn`)
     # The last returned matte × 255, while `EngineOptions.local_corrections` needs it.
     last_alpha: np.ndarray | None = None
 
@@ -446,13 +447,15 @@ class Engine:
             # later click corrects the shown prediction instead of fighting a box the user never drew.
             seen, seen_new = history, new
             fired: list[str] = []
-            s.others_given = False
+            s.others_given = s.marks_given = False
             box = self._grounded_box(s, history)
             if box is not None:
                 fired.append("text_grounding")
                 seen_new = replace(new, box=Box(*box))
                 seen = PromptHistory([*s.history.rounds, seen_new])
             coarse = self._localise(s, seen, seen_new)
+            if s.marks_given:
+                fired.append("marks_iscn")
             if s.others_given:
                 fired.append("others_input")
             # A user's rectangle is looser than the tight boxes the ISCN learned from, and then takes in neighbours:
@@ -568,9 +571,9 @@ class Engine:
 
     def rules(self, sid: str) -> list[tuple[str, ...]]:
         """Per round of the session since it was opened or reset, the names of the rules around the networks that
-        shaped the answer, in the order they acted: text_grounding, others_input, loose_box, pose_prior, kept_prior,
-        focus, box_support, take_out_others, drop_unmarked_parts, keep_marks, local_corrections (see `EngineOptions`
-        and the module doc)."""
+        shaped the answer, in the order they acted: text_grounding, marks_iscn, others_input, loose_box, pose_prior,
+        kept_prior, focus, box_support, take_out_others, drop_unmarked_parts, keep_marks, local_corrections (see
+        `EngineOptions` and the module doc)."""
         with self._lock:
             return list(self._get(sid).rules)
 
@@ -692,10 +695,12 @@ class Engine:
         feats, lb, prev_map = view if view is not None else (s.feats, s.letterbox, s.prev)
         size = self.model.config.size
         g = size // 4
-        mode = self.options.others_input
-        others = self._others_grid(s, history, lb, g) if mode == "all" or (mode == "first" and len(history) == 1) \
-            else None
+        marks_iscn = self._marks_iscn(history)
+        first = len(history) == 1
+        mode = self.options.others_input if marks_iscn is None else self.options.marks_others
+        others = self._others_grid(s, history, lb, g) if mode == "all" or (mode == "first" and first) else None
         s.others_given |= others is not None
+        s.marks_given |= marks_iscn is not None
         tensors = build_prompt_tensors(history, new, lb, self._embed_text, others)
         if isinstance(lb, RegionBox) and len(tensors.points):
             # Prompt points outside the crop (e.g. a negative click on someone far away) have no features to sample
@@ -708,17 +713,29 @@ class Engine:
         if prev_map is not None:
             prev[0, 0] = torch.from_numpy(prev_map).to(self.device)
         with torch.no_grad():
-            iscn = self._onnx.iscn if self._onnx else self.model.iscn
+            iscn = marks_iscn or (self._onnx.iscn if self._onnx else self.model.iscn)
             masks, logits = iscn(feats, batch, prev, has_prev)
             prob = select_mask(self.model.selector, masks, logits, batch["dense"], prev, has_prev).sigmoid()[0]
         return prob.float().cpu().numpy()
+
+    def _marks_iscn(self, history: PromptHistory):
+        """The marks ISCN (module or graph) when this round is one for it (`EngineOptions.marks_iscn`: a session
+        without box or text, in its first or every round) and the weights carry one, else None."""
+        mode = self.options.marks_iscn
+        if mode == "off" or (mode == "first" and len(history) != 1) or history.box is not None \
+                or history.text is not None:
+            return None
+        if self._onnx is not None:
+            return self._onnx.iscn_marks if self._onnx.has_iscn_marks else None
+        return self.model.iscn_marks
 
     def _others_grid(self, s: _Session, history: PromptHistory, lb: Letterbox, g: int) -> np.ndarray | None:
         """The found people the prompts do not point at, sampled at the cell centres of `lb`'s G x G grid."""
         people = self._people_masks(s)
         box = history.box.as_list() if history.box is not None else None
-        positives = [(x, y) for x, y, p in points(history.merged()) if p]
-        mask = prompted_others(people, s.found_shape, s.image.shape[:2], box, positives)
+        marks = points(history.merged())
+        mask = prompted_others(people, s.found_shape, s.image.shape[:2], box, [(x, y) for x, y, p in marks if p],
+                               [(x, y) for x, y, p in marks if not p])
         if mask is None:
             return None
         centres = (np.arange(g, dtype=np.float32) + 0.5) * (lb.size / g)

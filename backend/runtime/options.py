@@ -17,6 +17,8 @@ FINDERS = ("mediapipe", "nets", "both")
 TAKE_OUT_MARKS = ("off", "first", "all")
 TEXT_MATCHES = ("facts", "similarity")
 OTHERS_INPUTS = ("off", "first", "all")
+MARKS_ISCN = ("off", "first", "all")
+MARKS_OTHERS = ("first", "all")
 LOCAL_CORRECTIONS = ("off", "all", "growth")
 _ON = ("1", "true", "on", "yes")
 _OFF = ("0", "false", "off", "no")
@@ -94,6 +96,15 @@ class EngineOptions:
     # box -0.015). Such a fine-tune with "first": fresh composites clicks @1 +0.043 [+0.035, +0.051], but @5 -0.002
     # [-0.007, +0.002] and box -0.003 [-0.006, -0.001], so neither weights nor switch were adopted.
     others_input: str = "off"
+    # Sessions led by marks (no box, no text) go to the weights' marks ISCN when they carry one (`DFIMatS.iscn_marks`:
+    # trained with the other found people as negative regions, `python -m backend.train iscn --others`): "off", their
+    # "first" round only, or "all" their rounds; box and text sessions keep the main ISCN. The marks ISCN sees the
+    # found people the marks do not point at (`backend.runtime.others.prompted_others`) in the rounds `marks_others`
+    # names. With s4's 30-minute --others fine-tune, on three fresh composite sets: clicks @1 +0.035 to +0.042 every
+    # time, but @5 -0.003 ("first"), -0.005 ("all" + others "first"), -0.024 / -0.037 ("all" + others "all"): the
+    # committed weights carry no marks ISCN (docs/experiments.md).
+    marks_iscn: str = "off"
+    marks_others: str = "first"
 
     def __post_init__(self) -> None:
         for name in ("finder", "grounding_finder"):
@@ -106,6 +117,10 @@ class EngineOptions:
             raise ValueError(f"text_match must be one of {', '.join(TEXT_MATCHES)}, got {self.text_match!r}")
         if self.others_input not in OTHERS_INPUTS:
             raise ValueError(f"others_input must be one of {', '.join(OTHERS_INPUTS)}, got {self.others_input!r}")
+        if self.marks_iscn not in MARKS_ISCN:
+            raise ValueError(f"marks_iscn must be one of {', '.join(MARKS_ISCN)}, got {self.marks_iscn!r}")
+        if self.marks_others not in MARKS_OTHERS:
+            raise ValueError(f"marks_others must be one of {', '.join(MARKS_OTHERS)}, got {self.marks_others!r}")
         if self.take_out_marks not in TAKE_OUT_MARKS:
             raise ValueError(f"take_out_marks must be one of {', '.join(TAKE_OUT_MARKS)}, got {self.take_out_marks!r}")
 
@@ -158,6 +173,8 @@ ENV_VARS = {
     "release_prior": "DFIMAT_RELEASE_PRIOR",
     "local_corrections": "DFIMAT_LOCAL_CORRECTIONS",
     "others_input": "DFIMAT_OTHERS_INPUT",
+    "marks_iscn": "DFIMAT_MARKS_ISCN",
+    "marks_others": "DFIMAT_MARKS_OTHERS",
 }
 
 

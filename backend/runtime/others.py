@@ -73,6 +73,11 @@ class FoundPerson:
         g = MARK_REACH_PX
         return bool(self.mask.size) and x0 - g <= c < x1 + g and y0 - g <= r < y1 + g
 
+    def holds(self, c: float, r: float) -> bool:
+        """Whether the pixel (col c, row r) on the finder's picture is in this find's mask."""
+        x0, y0, x1, y1 = self.rect
+        return x0 <= c < x1 and y0 <= r < y1 and bool(self.mask[int(r) - y0, int(c) - x0])
+
     def box_iou(self, box: tuple[float, float, float, float]) -> float:
         """IoU of this find's rectangle and ``box`` (x0, y0, x1, y1 on the finder's picture)."""
         (x0, y0, x1, y1), (bx0, by0, bx1, by1) = self.rect, box
@@ -198,12 +203,15 @@ OTHERS_SHRINK_PX = 3  # on the finder's picture: the finds are shrunk before the
 
 
 def prompted_others(people: Sequence[FoundPerson], picture_shape: tuple[int, int], image_shape: tuple[int, int],
-                    box: Sequence[float] | None, positives: Sequence[tuple[float, float]]) -> np.ndarray | None:
+                    box: Sequence[float] | None, positives: Sequence[tuple[float, float]],
+                    negatives: Sequence[tuple[float, float]] = ()) -> np.ndarray | None:
     """The found people the prompts do not point at, on the finder's picture, or None when the prompts point at no
-    find. The box points at the finds whose rectangle matches it best (IoU), rivals within `BOX_RIVAL` of the best
-    included; a positive mark at the find under it (`marked`) and at every find whose rectangle holds it. Each other
-    find is shrunk by `OTHERS_SHRINK_PX`, and nothing under a positive mark is ever marked (the user asked for that
-    pixel)."""
+    find and no negative mark is on one (with no target, only the finds under negative marks are marked). The box
+    points at the finds whose rectangle matches it best (IoU), rivals within `BOX_RIVAL` of the best included; a
+    positive mark at the find under it (`marked`) and at every find whose rectangle holds it. Each other find is
+    shrunk by `OTHERS_SHRINK_PX`, and nothing under a positive mark is ever marked (the user asked for that
+    pixel). A find whose mask holds a negative mark and no positive one is someone else whatever positive marks its
+    rectangle holds (the user said "not this one"); the box's finds stay the target."""
     if len(people) < 2:
         return None
     ph, pw = picture_shape
@@ -213,19 +221,23 @@ def prompted_others(people: Sequence[FoundPerson], picture_shape: tuple[int, int
     # rectangle holds a positive mark may be the target (a superset of `marked`'s nearest find), so it is never
     # marked as someone else.
     targets = {i for x, y in positives for i, p in enumerate(people) if p.reaches(x * sx, y * sy)}
+    said_not = {i for x, y in negatives for i, p in enumerate(people) if p.holds(x * sx, y * sy)}
+    said_not -= {i for x, y in positives for i, p in enumerate(people) if p.holds(x * sx, y * sy)}
+    targets -= said_not
     if box is not None:
         on_picture = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
         ious = [p.box_iou(on_picture) if p.mask.size else 0.0 for p in people]
         best = max(ious)
         if best >= BOX_MIN_IOU:
             targets |= {i for i, v in enumerate(ious) if v >= BOX_RIVAL * best}
-    if not targets:
+    if not targets and not said_not:
         return None
     out = np.zeros((ph, pw), bool)
     g = OTHERS_SHRINK_PX
     kernel = np.ones((2 * g + 1, 2 * g + 1), np.uint8)
     for i, p in enumerate(people):
-        if i in targets or not p.mask.size or any(p.overlap(people[t]) > DUPLICATE_OVERLAP for t in targets):
+        if i in targets or (not targets and i not in said_not) or not p.mask.size \
+                or any(p.overlap(people[t]) > DUPLICATE_OVERLAP for t in targets):
             continue
         x0, y0, x1, y1 = p.rect
         out[y0:y1, x0:x1] |= cv2.erode(np.pad(p.mask, g).astype(np.uint8), kernel)[g:-g, g:-g] > 0

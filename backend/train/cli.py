@@ -35,6 +35,13 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _iscn_record(meta: dict) -> dict:
+    """A stage-1 run's record; an assembled checkpoint (e.g. the committed weights) already nests it under "iscn"."""
+    if isinstance(meta.get("iscn"), dict):
+        return meta["iscn"]
+    return {k: v for k, v in meta.items() if not k.startswith("mrn")}
+
+
 def cmd_assemble(args: argparse.Namespace) -> int:
     """Final weights = ISCN from the stage-1 run + MRN from the stage-2 run (fp16, trainable parts only)."""
     from backend.dfimat.model import count_parameters, load_checkpoint, save_checkpoint
@@ -45,15 +52,23 @@ def cmd_assemble(args: argparse.Namespace) -> int:
     if args.selector is not None:
         # The selector scores the ISCN's proposals from prompt-agreement features, not from ISCN internals, so an
         # earlier one still runs on a changed ISCN; `train selector` refits it to the new proposals.
-        model.selector = load_checkpoint(args.selector)[0].selector
+        selector, selector_meta = load_checkpoint(args.selector)
+        model.selector = selector.selector
         if model.selector is None:
             raise SystemExit(f"{args.selector} has no query selector")
-    meta = {"iscn": {k: v for k, v in iscn_meta.items() if not k.startswith("mrn")},
+    if args.marks_iscn is not None:
+        first, first_meta = load_checkpoint(args.marks_iscn, with_mrn=False)
+        model.iscn_marks = first.iscn
+    meta = {"iscn": _iscn_record(iscn_meta),
             # An assembled checkpoint (e.g. the committed weights) already nests its MRN record under "mrn".
             "mrn": mrn_meta["mrn"] if isinstance(mrn_meta.get("mrn"), dict)
             else {k: v for k, v in mrn_meta.items() if k.startswith("mrn")},
             "parameters": {"iscn_trainable": count_parameters(model.iscn), "mrn": count_parameters(model.mrn),
                            "backbone_frozen": count_parameters(model.backbone)}}
+    if args.selector is not None and isinstance(selector_meta.get("selector"), dict):
+        meta["selector"] = selector_meta["selector"]
+    if args.marks_iscn is not None:
+        meta["iscn_marks"] = _iscn_record(first_meta)
     path = save_checkpoint(model, args.out, meta)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB): {meta}")
     return 0
@@ -83,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "models" / "dfimat-s" / "dfimat-s.pt")
     p.add_argument("--selector", type=Path, default=None,
                    help="carry this checkpoint's query selector (default: none; run `selector` last)")
+    p.add_argument("--marks-iscn", type=Path, default=None,
+                   help="carry this stage-1 run's ISCN as the marks ISCN (trained with --others; the engine's "
+                        "marks_iscn)")
     p.set_defaults(func=cmd_assemble)
 
     from backend.train.iscn import add_iscn_parser
