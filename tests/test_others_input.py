@@ -129,6 +129,20 @@ def test_found_others_are_the_other_people_as_a_finder_would_report_them():
     assert any((r & target).any() for r in runs) and not all((r & target).any() for r in runs)
 
 
+def test_found_others_can_spare_the_people_whose_rectangle_holds_a_positive_mark():
+    labels = np.zeros((96, 96), np.uint8)
+    labels[5:95, 20:80], labels[40:90, 88:96] = 2, 3  # 3 is beyond the reach of 2's grown mask
+    labels[30:90, 40:50] = 1  # a small target in front of a big neighbour (2); a third person (3) to the right
+    click = [(45.0, 60.0)]
+    for seed in range(30):
+        plain = found_others(labels, 1, np.random.default_rng(seed))
+        spared = found_others(labels, 1, np.random.default_rng(seed), positives=click)
+        # The neighbour's rectangle holds the click whatever its shrinking: it is never among the others then.
+        assert not (spared & (labels == 2)).any()
+        assert np.array_equal(spared & (labels == 3), plain & (labels == 3))
+    assert any((found_others(labels, 1, np.random.default_rng(s)) & (labels == 2)).any() for s in range(30))
+
+
 class _Finder:
     def find(self, image: np.ndarray, **kw: bool) -> Found:
         return Found(small=image, people=[([20.0, 10.0, 60.0, 90.0], LEFT), ([60.0, 10.0, 100.0, 90.0], RIGHT)])
@@ -194,3 +208,24 @@ def test_the_training_sampler_gives_finder_like_others_to_multi_person_samples()
     plain = Sampler([cache], texts, np.random.default_rng(3)).draw()
     zero = Sampler([cache], texts, np.random.default_rng(3), others=0.0).draw()
     assert plain["others"] is None and zero["others"] is None and np.array_equal(plain["gt"], zero["gt"])
+
+
+def test_with_spare_marked_the_sampler_leaves_out_whoever_a_positive_first_mark_lies_in():
+    from backend.train.iscn import Sampler
+
+    labels = np.zeros((1, 64, 64), np.uint8)
+    labels[0, 4:60, 4:40], labels[0, 30:60, 14:26] = 2, 1  # a small target in front of a big neighbour
+    cache = {"meta": {"count": 1, "entries": [{"key": "front", "targets": 2, "box_only": False}]}, "labels": labels}
+    texts = [[[[], []]]]
+    counts = {False: [0, 0], True: [0, 0]}  # [samples with positive marks on the small target, neighbour marked]
+    for spare in (False, True):
+        for seed in range(40):
+            s = Sampler([cache], texts, np.random.default_rng(seed), others=1.0, spare_marked=spare).draw()
+            first = s["history"].rounds[0]
+            marks = [c for c in first.clicks if c.positive] + [line for line in first.scribbles if line.positive]
+            if s["others"] is not None and marks and (s["gt"] == (labels[0] == 1)).all():
+                counts[spare][0] += 1
+                counts[spare][1] += int(s["others"].any())
+    # The target's marks always lie inside the neighbour's rectangle: spared, the neighbour is never marked.
+    assert counts[True][0] >= 5 and counts[True][1] == 0
+    assert counts[False][1] > 0

@@ -17,6 +17,8 @@ Every function takes a ``numpy.random.Generator`` so a seed reproduces the same 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
@@ -311,11 +313,15 @@ OTHER_GROW_SHARE = 0.3
 TARGET_PIECE_SHARE = 0.15
 
 
-def found_others(labels: np.ndarray, target: int, rng: np.random.Generator, ignore_value: int = 255) -> np.ndarray:
+def found_others(labels: np.ndarray, target: int, rng: np.random.Generator, ignore_value: int = 255,
+                 positives: Sequence[tuple[float, float]] = ()) -> np.ndarray:
     """The other labelled people of ``labels`` (instance values > 0, not ``target`` nor ``ignore_value``) as a people
     finder would report them: some missed, each mask shrunk or grown by a few pixels, and sometimes a piece of the
     target (one side of a random line through it, at most a fifth of it) among them. Trains the networks to use the
-    finder's other people as a hint, not as a certainty."""
+    finder's other people as a hint, not as a certainty. A person whose reported rectangle holds one of
+    ``positives`` ((x, y) marks on the target) is left out, as the engine's `prompted_others` leaves out every find
+    that may be the clicked person: the networks then learn that an unmarked neighbour around the marks is not the
+    target by that alone."""
     out = np.zeros(labels.shape, bool)
     for v in np.unique(labels):
         if v == 0 or v == target or v == ignore_value or rng.random() < OTHER_MISSED:
@@ -328,6 +334,10 @@ def found_others(labels: np.ndarray, target: int, rng: np.random.Generator, igno
             r = int(rng.integers(0, OTHER_SHRINK_MAX + 1))
             if r:
                 m = cv2.erode(m, np.ones((2 * r + 1, 2 * r + 1), np.uint8))
+        if positives and m.any():
+            rows, cols = np.nonzero(m)
+            if any(cols.min() <= x <= cols.max() and rows.min() <= y <= rows.max() for x, y in positives):
+                continue
         out |= m > 0
     gt = labels == target
     if out.any() and gt.any() and rng.random() < TARGET_PIECE_SHARE:

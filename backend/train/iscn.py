@@ -77,10 +77,11 @@ class Sampler:
     """Draws training samples (cache row, target, round-1 prompts) and simulates later rounds."""
 
     def __init__(self, caches: list[dict], texts: list[list[list[list[str]]]], rng: np.random.Generator,
-                 loose_boxes: float = 0.0, others: float = 0.0) -> None:
+                 loose_boxes: float = 0.0, others: float = 0.0, spare_marked: bool = False) -> None:
         self.caches, self.texts, self.rng = caches, texts, rng
         self.loose_boxes = loose_boxes
         self.others = others
+        self.spare_marked = spare_marked
         self.rows = [(c, r) for c, cache in enumerate(caches) for r in range(cache["meta"]["count"])]
 
     def draw(self) -> dict:
@@ -113,7 +114,9 @@ class Sampler:
         others = None
         if self.others > 0 and entry["targets"] > 1 and rng.random() < self.others:
             # The engine's `others_input`: the finder's other people as negative regions, on the G x G grid.
-            found = simulate.found_others(lab, k + 1, rng, IGNORE).astype(np.float32)
+            marks = [(c.x, c.y) for c in first.clicks if c.positive] \
+                + [xy for line in first.scribbles if line.positive for xy in line.points] if self.spare_marked else ()
+            found = simulate.found_others(lab, k + 1, rng, IGNORE, marks).astype(np.float32)
             g = gt.shape[0] // 4
             others = (cv2.resize(found, (g, g), interpolation=cv2.INTER_AREA) >= 0.5).astype(np.float32)
         return {"cache": c, "row": r, "gt": gt, "ignore": ignore, "mode": mode, "history": history, "last": first,
@@ -209,7 +212,7 @@ def train_iscn(args: argparse.Namespace) -> int:
         load_iscn_into(model, args.init)
         log(f"ISCN initialised from {args.init}")
     log(f"ISCN trainable parameters: {count_parameters(model.iscn, True)}")
-    sampler = Sampler(caches, texts, rng, args.loose_boxes, args.others)
+    sampler = Sampler(caches, texts, rng, args.loose_boxes, args.others, args.spare_marked)
     t_start = time.time() - spent
     running: dict[str, float] = {}
 
@@ -220,6 +223,7 @@ def train_iscn(args: argparse.Namespace) -> int:
                 "batch": args.batch, "caches": [str(p) for p in args.cache],
                 "init": None if args.init is None else str(args.init), "loose_boxes": args.loose_boxes,
                 "others": args.others,
+                "spare_marked": args.spare_marked,
                 "earlier_rounds": list(args.earlier_rounds)}
         save_checkpoint(model, out / "dfimat-s-iscn.pt", meta)
         log(f"saved step {step}{' (final)' if final else ''}")
@@ -299,5 +303,9 @@ def add_iscn_parser(sub) -> None:
     p.add_argument("--others", type=float, default=0.0,
                    help="share of samples with other people whose found masks (as the people finder would give "
                         "them) join the negative marks' channel (the engine's others_input; default 0)")
+    p.add_argument("--spare-marked", action="store_true",
+                   help="with --others: a person whose found rectangle holds a positive first-round mark is left "
+                        "out of the others, as the engine's prompted_others leaves out every find that may be the "
+                        "clicked person")
     add_run_arguments(p, steps=4000, minutes=35.0, batch=8, lr=0.0004)
     p.set_defaults(func=train_iscn)
