@@ -100,8 +100,8 @@ class EngineOptions:
     # trained with the other found people as negative regions, `python -m backend.train iscn --others`): "off", their
     # "first" round only, or "all" their rounds; box and text sessions keep the main ISCN. The marks ISCN sees the
     # found people the marks do not point at (`backend.runtime.others.prompted_others`) in the rounds `marks_others`
-    # names. With 30-minute --others fine-tunes, on four fresh composite sets: clicks @1 +0.035 to +0.046 every time,
-    # but @5 -0.003 ("first", also with --spare-marked), -0.005 ("all" + others "first"), -0.024 / -0.037 ("all" +
+    # names. With 30-minute --others fine-tunes, on five fresh composite sets: clicks @1 +0.035 to +0.046 every time,
+    # but @5 -0.003 ("first", also with --spare-marked), -0.005 ("all" + others "first"), -0.012 to -0.037 ("all" +
     # others "all"): the committed weights carry no marks ISCN (docs/experiments.md).
     marks_iscn: str = "off"
     marks_others: str = "first"
