@@ -9,13 +9,16 @@ import torch
 from torch import nn
 
 import backend.runtime.people
+from backend.dfimat.encoder import BACKBONE_CHANNELS
+from backend.dfimat.iscn import best_mask
 from backend.dfimat.model import build_tiny_checkpoint, load_checkpoint, new_iscn, save_checkpoint
 from backend.dfimat.onnx_export import ISCN_MARKS, OnnxModel, compare, export
-from backend.dfimat.prompts import PromptHistory, RoundPrompts
+from backend.dfimat.prompts import Box, Click, PromptHistory, RoundPrompts
 from backend.runtime.engine import Engine
 from backend.runtime.options import EngineOptions
 from backend.runtime.people import Found
 from backend.train.cli import main as train
+from backend.train.iscn import Sampler, earlier_rounds
 
 torch.set_num_threads(1)
 H, W = 100, 160
@@ -61,6 +64,19 @@ def test_assemble_carries_a_stage_one_run_as_the_marks_iscn(tmp_path):
     first = {k: v.half().float() for k, v in other.iscn.state_dict().items()}
     assert all(torch.equal(model.iscn_marks.state_dict()[k], v) for k, v in first.items())
 
+
+
+def test_assemble_takes_the_marks_iscn_of_an_assembled_checkpoint_that_carries_one(tmp_path):
+    carrier, carrier_model = _with_marks_iscn(tmp_path)
+    tiny = tmp_path / "tiny.pt"
+    out = tmp_path / "assembled.pt"
+    assert train(["assemble", "--iscn", str(tiny), "--mrn", str(tiny), "--marks-iscn", str(carrier),
+                  "--out", str(out)]) == 0
+    model, _ = load_checkpoint(out)
+    marks = {k: v.half().float() for k, v in carrier_model.iscn_marks.state_dict().items()}
+    assert all(torch.equal(model.iscn_marks.state_dict()[k], v) for k, v in marks.items())
+    key = "pixel_decoder.lat.s8.weight"
+    assert not torch.equal(model.iscn_marks.state_dict()[key], model.iscn.state_dict()[key])  # not its main ISCN
 
 def test_the_export_writes_the_first_round_graph_and_drops_a_stale_one(tmp_path):
     path, _ = _with_marks_iscn(tmp_path)
@@ -190,3 +206,53 @@ def test_the_onnx_runtime_asks_its_first_round_graph(tmp_path, monkeypatch):
         assert "marks_iscn" in e.rules(sid)[-1]
     assert calls == ["iscn_marks"]
     assert np.abs(alphas[0] - alphas[1]).max() < 1e-2
+
+
+class _Calls(nn.Module):
+    """Calls the wrapped ISCN and keeps every batch's negative channel and the masks it answered."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.negatives: list[torch.Tensor] = []
+        self.answers: list[torch.Tensor] = []
+
+    def forward(self, feats, prompts, prev, has_prev):
+        self.negatives.append(prompts["dense"][:, 1].clone())
+        masks, logits = self.inner(feats, prompts, prev, has_prev)
+        self.answers.append(best_mask(masks, logits).sigmoid())
+        return masks, logits
+
+
+@pytest.mark.parametrize("rounds", [1, 2])
+def test_training_hands_the_first_round_of_marks_led_samples_to_the_frozen_marks_iscn(tmp_path, rounds):
+    _, model = _with_marks_iscn(tmp_path)
+    size, g = model.config.size, model.config.size // 4
+    main, helper = _Calls(model.iscn), _Calls(model.iscn_marks)
+    model.iscn = main
+    gt = np.zeros((size, size), bool)
+    gt[20:110, 10:60] = True
+    others = np.zeros((g, g), np.float32)
+    others[5:28, 17:30] = 1.0  # a neighbour on the right
+    samples = []
+    for first in (RoundPrompts(clicks=(Click(35.0, 60.0, True),)), RoundPrompts(box=Box(10.0, 20.0, 60.0, 110.0))):
+        history = PromptHistory()
+        history.add(first)
+        samples.append({"gt": gt, "ignore": np.zeros_like(gt), "history": history, "last": first,
+                        "others": others})
+    torch.manual_seed(0)
+    feats = {k: torch.randn(2, c, size // s, size // s)
+             for (k, c), s in zip(BACKBONE_CHANNELS.items(), (4, 8, 16, 32), strict=True)}
+    sampler = Sampler([], [], np.random.default_rng(0))
+    prev, has_prev = earlier_rounds(model, feats, samples, sampler, rounds, size, lambda t: np.zeros(512, np.float32),
+                                    first_iscn=helper)
+    assert bool(has_prev.all())
+    # The marks ISCN answers round 1 once and sees the others; the trained ISCN does not see them.
+    assert len(helper.negatives) == 1 and len(main.negatives) == rounds
+    assert bool((helper.negatives[0][:, 10, 20] == 1).all())
+    assert float(main.negatives[0].max()) == 0.0  # round 1 has positive marks only
+    if rounds == 1:  # the click-led sample carries on from the marks ISCN's answer, the box-led one from its own
+        assert torch.allclose(prev[0, 0], helper.answers[0][0]) and torch.allclose(prev[1, 0], main.answers[0][1])
+        assert not torch.allclose(helper.answers[0][0], main.answers[0][0])
+    else:  # round 2 is the trained ISCN's for both
+        assert torch.allclose(prev[:, 0], main.answers[1])

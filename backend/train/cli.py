@@ -57,8 +57,11 @@ def cmd_assemble(args: argparse.Namespace) -> int:
         if model.selector is None:
             raise SystemExit(f"{args.selector} has no query selector")
     if args.marks_iscn is not None:
+        # An assembled checkpoint that already carries a marks ISCN gives that one, as `train iscn
+        # --first-round-iscn` reads it; a stage-1 run gives its ISCN.
         first, first_meta = load_checkpoint(args.marks_iscn, with_mrn=False)
-        model.iscn_marks = first.iscn
+        carried = first.iscn_marks is not None
+        model.iscn_marks = first.iscn_marks if carried else first.iscn
     meta = {"iscn": _iscn_record(iscn_meta),
             # An assembled checkpoint (e.g. the committed weights) already nests its MRN record under "mrn".
             "mrn": mrn_meta["mrn"] if isinstance(mrn_meta.get("mrn"), dict)
@@ -68,7 +71,7 @@ def cmd_assemble(args: argparse.Namespace) -> int:
     if args.selector is not None and isinstance(selector_meta.get("selector"), dict):
         meta["selector"] = selector_meta["selector"]
     if args.marks_iscn is not None:
-        meta["iscn_marks"] = _iscn_record(first_meta)
+        meta["iscn_marks"] = first_meta.get("iscn_marks", {}) if carried else _iscn_record(first_meta)
     path = save_checkpoint(model, args.out, meta)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB): {meta}")
     return 0
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="carry this checkpoint's query selector (default: none; run `selector` last)")
     p.add_argument("--marks-iscn", type=Path, default=None,
                    help="carry this stage-1 run's ISCN as the marks ISCN (trained with --others; the engine's "
-                        "marks_iscn)")
+                        "marks_iscn), or the marks ISCN of an assembled checkpoint that has one")
     p.set_defaults(func=cmd_assemble)
 
     from backend.train.iscn import add_iscn_parser

@@ -142,31 +142,49 @@ def _batch_feats(caches: list[dict], samples: list[dict]) -> dict[str, torch.Ten
             for k in ("s4", "s8", "s16", "s32")}
 
 
-def round_batch(samples: list[dict], size: int, embed) -> dict[str, torch.Tensor]:
-    """The samples' prompt histories as one collated ISCN input (model square coordinates)."""
+def round_batch(samples: list[dict], size: int, embed, others: bool = True) -> dict[str, torch.Tensor]:
+    """The samples' prompt histories as one collated ISCN input (model square coordinates); `others` False leaves
+    the samples' found other people out."""
     square = Letterbox(size, size, size)
-    return collate([build_prompt_tensors(s["history"], s["last"], square, embed, s.get("others")) for s in samples],
-                   size)
+    return collate([build_prompt_tensors(s["history"], s["last"], square, embed, s.get("others") if others else None)
+                    for s in samples], size)
 
 
 def run_round(model: DFIMatS, feats: dict, samples: list[dict], prev: torch.Tensor, has_prev: torch.Tensor,
-              size: int, embed) -> tuple[torch.Tensor, torch.Tensor]:
-    return model.iscn(feats, round_batch(samples, size, embed), prev, has_prev)
+              size: int, embed, others: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    return model.iscn(feats, round_batch(samples, size, embed, others), prev, has_prev)
+
+
+def marks_led(sample: dict) -> bool:
+    """Whether the engine would send this sample's first round to the marks ISCN: no box and no text."""
+    first = sample["history"].rounds[0]
+    return first.box is None and first.text is None
 
 
 def earlier_rounds(model: DFIMatS, feats: dict, samples: list[dict], sampler: Sampler, rounds: int, size: int,
-                   embed, selector: QuerySelector | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   embed, selector: QuerySelector | None = None,
+                   first_iscn: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run `rounds` no-gradient rounds whose corrections go to the model's own errors; returns the last round's
     prediction (B, 1, G, G) and has_prev (B,) for the round that follows. `selector` picks each round's mask as
-    inference would (None: the concept classifier)."""
+    inference would (None: the concept classifier).
+
+    `first_iscn` (a frozen marks ISCN) answers the first round of marks-led samples, seeing their other people, as
+    the engine's `marks_iscn=first` does; `model` then sees no other people in any round, so it learns to carry on
+    from the marks ISCN's answer instead of from its own."""
     g = size // 4
     prev = torch.zeros(len(samples), 1, g, g)
     has_prev = torch.zeros(len(samples), dtype=torch.bool)
     with torch.no_grad():
-        for _ in range(rounds):
-            batch = round_batch(samples, size, embed)
+        for i in range(rounds):
+            batch = round_batch(samples, size, embed, others=first_iscn is None)
             masks, logits = model.iscn(feats, batch, prev, has_prev)
             prob = select_mask(selector, masks, logits, batch["dense"], prev, has_prev).sigmoid().unsqueeze(1)
+            led = torch.tensor([first_iscn is not None and i == 0 and marks_led(s) for s in samples])
+            if bool(led.any()):
+                helper = round_batch(samples, size, embed)
+                h_masks, h_logits = first_iscn(feats, helper, prev, has_prev)
+                h_prob = select_mask(selector, h_masks, h_logits, helper["dense"], prev, has_prev).sigmoid()
+                prob = torch.where(led[:, None, None, None], h_prob.unsqueeze(1), prob)
             big = F.interpolate(prob, size=(size, size), mode="bilinear", align_corners=False)[:, 0].numpy()
             for s, p in zip(samples, big, strict=True):
                 sampler.next_round(s, p > 0.5)
@@ -213,6 +231,10 @@ def train_iscn(args: argparse.Namespace) -> int:
         log(f"ISCN initialised from {args.init}")
     log(f"ISCN trainable parameters: {count_parameters(model.iscn, True)}")
     sampler = Sampler(caches, texts, rng, args.loose_boxes, args.others, args.spare_marked)
+    first_iscn = None
+    if args.first_round_iscn is not None:
+        first_iscn = load_marks_iscn(args.first_round_iscn)
+        log(f"first rounds of marks-led samples answered by the frozen ISCN of {args.first_round_iscn}")
     t_start = time.time() - spent
     running: dict[str, float] = {}
 
@@ -224,6 +246,7 @@ def train_iscn(args: argparse.Namespace) -> int:
                 "init": None if args.init is None else str(args.init), "loose_boxes": args.loose_boxes,
                 "others": args.others,
                 "spare_marked": args.spare_marked,
+                "first_round_iscn": None if first_iscn is None else str(args.first_round_iscn),
                 "earlier_rounds": list(args.earlier_rounds)}
         save_checkpoint(model, out / "dfimat-s-iscn.pt", meta)
         log(f"saved step {step}{' (final)' if final else ''}")
@@ -243,8 +266,10 @@ def train_iscn(args: argparse.Namespace) -> int:
         samples = [sampler.draw() for _ in range(args.batch)]
         feats = _batch_feats(caches, samples)
         extra = int(rng.choice(args.earlier_rounds))
-        prev, has_prev = earlier_rounds(model, feats, samples, sampler, extra, size, encoder.embed)
-        masks, logits = run_round(model, feats, samples, prev, has_prev, size, encoder.embed)
+        prev, has_prev = earlier_rounds(model, feats, samples, sampler, extra, size, encoder.embed,
+                                        first_iscn=first_iscn)
+        masks, logits = run_round(model, feats, samples, prev, has_prev, size, encoder.embed,
+                                  others=first_iscn is None)
         gt = torch.from_numpy(np.stack([s["gt"] for s in samples])).float().unsqueeze(1)
         ign = torch.from_numpy(np.stack([s["ignore"] for s in samples])).float().unsqueeze(1)
         target = F.avg_pool2d(gt, 4)[:, 0]
@@ -278,6 +303,16 @@ def load_iscn_into(model: DFIMatS, path: Path) -> None:
     model.iscn.load_state_dict(trained.iscn.state_dict())
 
 
+def load_marks_iscn(path: Path) -> torch.nn.Module:
+    """The frozen ISCN of a checkpoint for `--first-round-iscn`: its marks ISCN when it carries one, else its ISCN."""
+    trained, _ = load_checkpoint(path)
+    iscn = trained.iscn_marks if trained.iscn_marks is not None else trained.iscn
+    iscn.eval()
+    for param in iscn.parameters():
+        param.requires_grad_(False)
+    return iscn
+
+
 def _round_counts(text: str) -> tuple[int, ...]:
     try:
         counts = tuple(int(v) for v in text.split(","))
@@ -307,5 +342,9 @@ def add_iscn_parser(sub) -> None:
                    help="with --others: a person whose found rectangle holds a positive first-round mark is left "
                         "out of the others, as the engine's prompted_others leaves out every find that may be the "
                         "clicked person")
+    p.add_argument("--first-round-iscn", type=Path, default=None,
+                   help="a checkpoint whose (marks) ISCN, frozen, answers the first of the earlier rounds of samples "
+                        "without box or text, seeing their other people (--others), as the engine's "
+                        "marks_iscn=first does; the trained ISCN then never sees other people")
     add_run_arguments(p, steps=4000, minutes=35.0, batch=8, lr=0.0004)
     p.set_defaults(func=train_iscn)
