@@ -102,7 +102,9 @@ class EngineOptions:
     # found people the marks do not point at (`backend.runtime.others.prompted_others`) in the rounds `marks_others`
     # names. With 30-minute --others fine-tunes, on five fresh composite sets: clicks @1 +0.035 to +0.046 every time,
     # but @5 -0.003 ("first", also with --spare-marked), -0.005 ("all" + others "first"), -0.012 to -0.037 ("all" +
-    # others "all"): the committed weights carry no marks ISCN (docs/experiments.md).
+    # others "all"). With a main ISCN trained to carry on from it (`train iscn --first-round-iscn`), "first" passed on
+    # fresh composites (@1 +0.046, @5 +0.002) and lost on real held-out photos (@1 -0.006, @5 -0.026): the committed
+    # weights carry no marks ISCN (docs/experiments.md).
     marks_iscn: str = "off"
     marks_others: str = "first"
 
