@@ -36,6 +36,14 @@ def test_text_targets_score_the_mean_over_their_expressions():
     assert rows["right"]["before"] == pytest.approx(0.5) and rows["right"]["after"] == pytest.approx(1.0)
 
 
+def test_people_targets_score_best_iou_and_found():
+    before = _report({0: [0.45], 1: [0.8], 2: [0.0]}, mode="people")
+    after = _report({0: [0.55], 1: [0.8], 2: [0.3]}, mode="people")
+    rows = {r["measure"]: r for r in paired_rows(before, after, resamples=50)}
+    assert rows["best IoU"]["diff"] == pytest.approx((0.1 + 0.0 + 0.3) / 3)
+    assert rows["found"]["before"] == pytest.approx(1 / 3) and rows["found"]["after"] == pytest.approx(2 / 3)
+
+
 def test_bootstrap_interval_brackets_the_mean_and_is_a_point_for_constant_differences():
     d = np.random.default_rng(0).normal(0.05, 0.1, 400)
     lo, hi = bootstrap_interval(d)

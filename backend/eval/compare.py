@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.eval.run import iou_after
+from backend.eval.run import HIT_IOU, iou_after
 
 Measure = tuple[str, Callable[[dict], float]]
 
@@ -34,6 +34,8 @@ MEASURES: dict[str, tuple[Measure, ...]] = {
     "mixed": (("round 1", _after(1)), ("round 2", _after(2)), ("round 5", _after(5))),
     "text": (("IoU", lambda r: float(np.mean(r["ious"]))),
              ("right", lambda r: float(np.mean(r.get("hits") or [0.0])))),
+    # Every person: a target's best IoU over the image's mattes, and whether it was found (best IoU >= HIT_IOU).
+    "people": (("best IoU", _after(1)), ("found", lambda r: float(r["ious"][0] >= HIT_IOU))),
 }
 
 
