@@ -17,6 +17,7 @@ from backend.runtime.focus import (
     FOCUS_CACHE,
     RegionBox,
     full_to_region_grid,
+    held_region,
     region_box,
     select_region,
     target_extent,
@@ -121,6 +122,19 @@ def test_region_selection_rules():
     assert corner is not None and corner[2] == W and corner[3] == H and corner[2] - corner[0] >= 60
 
 
+def test_held_region_rules():
+    previous = (80, 80, 240, 240)
+    fresh = (96, 96, 224, 224)
+    # The target moved a little and still fits with half the usual margin: the last round's region stays.
+    assert held_region(previous, np.array([120.0, 120.0, 200.0, 200.0]), fresh) == previous
+    # It pokes out of the margin on one side: a fresh region.
+    assert held_region(previous, np.array([120.0, 120.0, 230.0, 200.0]), fresh) == fresh
+    # It shrank so much that the held region would magnify far less than a fresh one (> 1.5x its side).
+    tiny_fresh = (150, 150, 200, 200)
+    assert held_region(previous, np.array([165.0, 165.0, 185.0, 185.0]), tiny_fresh) == tiny_fresh
+    assert held_region(previous, None, fresh) == fresh
+
+
 def test_switch_from_env_and_load(weights, monkeypatch):
     monkeypatch.setenv("DFIMAT_FOCUS", "0")
     assert EngineOptions.from_env().focus is False
@@ -198,6 +212,28 @@ def test_focus_off_is_the_old_engine(weights):
         assert np.array_equal(expected, alpha)
         r.history, r.prev = history, coarse
     assert np.array_equal(r.prev, s.prev)
+
+
+@pytest.mark.parametrize("hold", [False, True])
+def test_focus_hold_keeps_the_region_while_the_target_fits(weights, monkeypatch, hold):
+    """The coarse mask's extent moves between rounds; with ``focus_hold`` the corrective round keeps the region it
+    focused on (and its cached encoding, and the focused mask the CRM compares with), without it a fresh one."""
+    import backend.runtime.engine as engine_module
+
+    on = Engine.load(device="cpu", weights=weights, runtime="torch", focus=True, pose_prior=False,
+                     options=EngineOptions(focus_hold=hold, pose_prior=False))
+    extents = iter([np.array([130.0, 130.0, 190.0, 210.0]), np.array([136.0, 134.0, 196.0, 214.0])])
+    monkeypatch.setattr(engine_module, "target_extent", lambda *a: next(extents))
+    sid = on.open(_image())
+    on.predict(sid, {"clicks": [[160, 170, True]]})  # round 1 without a box: whole image only
+    on.predict(sid, {"clicks": [[165, 180, True]]})
+    s = on._sessions[sid]
+    first = s.focus_prev[0]
+    assert select_region(np.array([136.0, 134.0, 196.0, 214.0]), H, W) != first  # a fresh region would move
+    on.predict(sid, {"clicks": [[170, 190, True]]})
+    assert (s.focus_prev[0] == first) is hold
+    assert ("focus_hold" in on.rules(sid)[-1]) is hold
+    assert len(s.crops) == (1 if hold else 2)
 
 
 def test_first_round_without_a_box_answers_from_the_whole_image(engine, monkeypatch):

@@ -100,6 +100,27 @@ def test_the_finder_keeps_two_neighbours_apart(pair: np.ndarray) -> None:
         assert x0 - 10 <= xs.mean() <= x1 + 10 and y0 - 10 <= ys.mean() <= y1 + 10
 
 
+def test_detector_box_is_kept_inside_the_image() -> None:
+    from backend.runtime.people import detector_box
+
+    assert detector_box((-5.0, 10.0, 700.0, 300.5), 640, 480) == [0.0, 10.0, 639.0, 300.5]
+    assert detector_box((10.0, -3.0, 20.0, 900.0), 640, 480) == [10.0, 0.0, 20.0, 479.0]
+
+
+@pytest.mark.parametrize("detector_boxes", [True, False])
+def test_network_finds_carry_their_detectors_box_or_their_masks_extent(pair: np.ndarray, detector_boxes: bool) -> None:
+    from backend.runtime.people import NetsDetector, detector_box
+
+    h, w = pair.shape[:2]
+    found = NetsDetector(detector_boxes=detector_boxes).find(pair)
+    assert found.small.shape[:2] == (h, w) and len(found.people) == 2  # small enough not to be downscaled
+    detected = [detector_box(p.box, w, h) for p in F.PeopleFinder(threads=1).find(pair)]
+    for (box, mask), det in zip(found.people, detected, strict=True):
+        ys, xs = np.nonzero(mask)
+        extent = [float(xs.min()), float(ys.min()), float(min(xs.max() + 1, w - 1)), float(min(ys.max() + 1, h - 1))]
+        assert box == (det if detector_boxes else extent)
+
+
 def test_find_people_checks_its_input() -> None:
     with pytest.raises(ValueError, match="uint8 RGB"):
         F.find_people(np.zeros((10, 10), np.uint8))

@@ -105,7 +105,7 @@ class _Recorder(nn.Module):
 def _engine(tmp_path, monkeypatch, **switches: str) -> Engine:
     path, _ = _with_marks_iscn(tmp_path)
     options = EngineOptions().with_overrides(focus=False, pose_prior=False, take_out_others=False, **switches)
-    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, two_poses=False: _Finder())
+    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, *_: _Finder())
     e = Engine.load(device="cpu", weights=path, runtime="torch", options=options)
     e.model.iscn, e.model.iscn_marks = _Recorder(e.model.iscn), _Recorder(e.model.iscn_marks)
     return e
@@ -175,7 +175,7 @@ def test_text_rounds_and_switched_off_engines_stay_on_the_main_iscn(tmp_path, mo
 
 
 def test_weights_without_a_marks_iscn_answer_as_before(tmp_path, monkeypatch):
-    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, two_poses=False: _Finder())
+    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, *_: _Finder())
     tiny = build_tiny_checkpoint(tmp_path / "tiny.pt")
     off = EngineOptions().with_overrides(focus=False, pose_prior=False, take_out_others=False)
     alphas = []
@@ -191,7 +191,7 @@ def test_the_onnx_runtime_asks_its_first_round_graph(tmp_path, monkeypatch):
     path, _ = _with_marks_iscn(tmp_path)
     model, _ = load_checkpoint(path)
     export(model, tmp_path / "graphs")
-    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, two_poses=False: _Finder())
+    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, *_: _Finder())
     options = EngineOptions().with_overrides(focus=False, pose_prior=False, take_out_others=False, marks_iscn="all")
     graphs = OnnxModel(tmp_path / "graphs")
     calls: list[str] = []

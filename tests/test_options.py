@@ -77,3 +77,26 @@ def test_rules_are_recorded_per_round_and_cleared_by_reset(weights):
     assert engine.rules(sid) == []
     engine.predict(sid, {"clicks": [[30, 30, True]]})
     assert engine.rules(sid)[0][-2:] == ("drop_unmarked_parts", "keep_marks")
+
+
+@pytest.mark.parametrize("boxes", [False, True])
+def test_the_split_asks_the_finder_for_the_chosen_boxes(weights, monkeypatch, boxes):
+    import backend.runtime.people
+    from backend.runtime.people import Found
+
+    asked = []
+    image = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    mask = np.zeros((60, 80), bool)
+    mask[10:50, 20:40] = True
+
+    class _Finder:
+        def find(self, picture, **_):
+            return Found(small=picture, people=[([18.0, 8.0, 42.0, 52.0], mask)])
+
+    monkeypatch.setattr(backend.runtime.people, "people_finder",
+                        lambda kind, two_poses, detector_boxes: asked.append(detector_boxes) or _Finder())
+    engine = Engine.load(device="cpu", weights=weights, runtime="torch",
+                         options=EngineOptions(pose_prior=False, detector_boxes=boxes))
+    sid = engine.open(image)
+    assert engine.people_in(sid) == [[18.0, 8.0, 42.0, 52.0]]
+    assert asked == [boxes]

@@ -133,7 +133,7 @@ def engine(tmp_path, monkeypatch):
 
 def test_engine_takes_others_out_of_box_sessions_unless_a_mark_asks_for_them(engine, monkeypatch):
     finder = _Finder()
-    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, two_poses=False: finder)
+    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, *_: finder)
     image = np.random.default_rng(1).integers(0, 256, (H, W, 3), dtype=np.uint8)
     sid = engine.open(image)
     alpha = engine.predict(sid, {"box": [10.0, 5.0, 120.0, 95.0]})
@@ -158,7 +158,7 @@ def test_engine_takes_others_out_of_box_sessions_unless_a_mark_asks_for_them(eng
 
 def test_a_text_round_after_a_box_round_runs_the_whole_finder(engine, monkeypatch):
     finder = _Finder()
-    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, two_poses=False: finder)
+    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, *_: finder)
     sid = engine.open(np.zeros((H, W, 3), np.uint8))
     engine.predict(sid, {"box": [10.0, 5.0, 120.0, 95.0]})
     engine.reset(sid)
@@ -168,7 +168,7 @@ def test_a_text_round_after_a_box_round_runs_the_whole_finder(engine, monkeypatc
 
 
 def test_without_a_finder_the_box_round_is_the_networks_answer(engine, monkeypatch):
-    def missing(kind, two_poses=False):
+    def missing(kind, *_):
         raise RuntimeError("listing every person needs mediapipe")
 
     monkeypatch.setattr(backend.runtime.people, "people_finder", missing)
@@ -187,7 +187,7 @@ def test_the_switch_follows_the_environment(tmp_path, monkeypatch):
 
 def test_every_person_runs_the_finder_once_and_takes_the_others_out(engine, monkeypatch):
     finder = _Finder()
-    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, two_poses=False: finder)
+    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, *_: finder)
     image = np.random.default_rng(2).integers(0, 256, (H, W, 3), dtype=np.uint8)
     mattes = backend.runtime.people.matte_people(engine, image, {}, every_person=True)
     assert [box for box, _ in mattes] == [[20.0, 10.0, 60.0, 90.0], [60.0, 10.0, 100.0, 90.0]]
@@ -199,7 +199,7 @@ def test_a_click_session_take_out_cuts_the_networks_grid_only_when_asked(engine,
     """`EngineOptions.take_out_prev`: the grid the next round's networks compare with loses what the take-out cut
     from the matte (the neighbour), so a take-out in the first round only does not let the neighbour back in."""
     finder = _Finder()
-    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, two_poses=False: finder)
+    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, *_: finder)
     engine.options = engine.options.with_overrides(take_out_marks="first", take_out_prev=cut)
     sid = engine.open(np.random.default_rng(3).integers(0, 256, (H, W, 3), dtype=np.uint8))
     alpha = engine.predict(sid, {"clicks": [[40.0, 50.0, True]]})

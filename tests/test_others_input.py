@@ -153,7 +153,7 @@ def test_the_engine_gives_the_networks_the_others_in_every_prompt_mode(tmp_path,
     options = EngineOptions().with_overrides(focus=False, pose_prior=False, take_out_others=False, others_input=mode)
     engine = Engine.load(device="cpu", weights=build_tiny_checkpoint(tmp_path / "tiny.pt"), runtime="torch",
                          options=options)
-    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, two_poses=False: _Finder())
+    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, *_: _Finder())
     seen: list = []
     build = backend.runtime.engine.build_prompt_tensors
 

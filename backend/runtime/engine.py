@@ -16,7 +16,8 @@ second round on, or in a first round with a box, when the target (box and positi
 is no box) is small in the photo, the original image is
 cropped around it, that crop is encoded once (cached in the session per region) and the ISCN runs again on it with
 all prompts mapped into the crop; the MRN then refines the focused mask. The session's previous prediction stays the whole-image one, so the next round's first pass and the
-region choice do not depend on the focus pass.
+region choice do not depend on the focus pass. With `focus_hold` a corrective round keeps the last round's region while the
+target still fits it (`backend.runtime.focus.held_region`).
 
 Loose boxes (`tightened_box`): when the first ISCN answer fills at most 90 % of the box, the ISCN is asked again
 with the box shrunk to that answer, and the shrunk box also places the pose prior's crop; the session keeps the
@@ -72,10 +73,12 @@ from backend.dfimat.mrn import input_size as mrn_input_size
 from backend.dfimat.prompt_tensors import build_prompt_tensors, collate
 from backend.dfimat.prompts import Box, PromptError, PromptHistory, RoundPrompts
 from backend.dfimat.selector import select_mask
+from backend.runtime.box_snap import snapped_box
 from backend.runtime.focus import (
     FOCUS_CACHE,
     RegionBox,
     full_to_region_grid,
+    held_region,
     region_box,
     select_region,
     target_extent,
@@ -453,6 +456,12 @@ class Engine:
                 fired.append("text_grounding")
                 seen_new = replace(new, box=Box(*box))
                 seen = PromptHistory([*s.history.rounds, seen_new])
+            elif self.options.box_snap and history.box is not None and history.text is None:
+                snapped = snapped_box(history.box, self._found_boxes(s))
+                if snapped is not None:
+                    fired.append("box_snap")
+                    seen = PromptHistory([replace(r, box=snapped) if r.box is not None else r for r in seen.rounds])
+                    seen_new = seen.rounds[-1]
             coarse = self._localise(s, seen, seen_new)
             if s.marks_given:
                 fired.append("marks_iscn")
@@ -496,9 +505,10 @@ class Engine:
             # A first round without a box has only the marks and a partial coarse mask to place the region by; the
             # whole-image answer is better there (held-out clicks IoU@1 0.464 -> 0.490; docs/experiments.md, "Focus pass and input size").
             placed = seen.box is not None or len(history) > 1
-            focused = self._focus(s, seen, seen_new, coarse) if self.options.focus and placed else None
+            held: list[str] = []
+            focused = self._focus(s, seen, seen_new, coarse, held) if self.options.focus and placed else None
             if focused is not None:
-                fired.append("focus")
+                fired += ["focus", *held]
             if focused is None:
                 at_mrn = None if late_prior is None else _MrnPrior(own, late_prior, (0, 0))
                 alpha = self._refine(s.image, s.letterbox, coarse, prior=at_mrn)
@@ -571,9 +581,10 @@ class Engine:
 
     def rules(self, sid: str) -> list[tuple[str, ...]]:
         """Per round of the session since it was opened or reset, the names of the rules around the networks that
-        shaped the answer, in the order they acted: text_grounding, marks_iscn, others_input, loose_box, pose_prior,
-        kept_prior, focus, box_support, take_out_others, drop_unmarked_parts, keep_marks, local_corrections (see
-        `EngineOptions` and the module doc)."""
+        shaped the answer, in the order they acted: text_grounding, box_snap, marks_iscn, others_input, loose_box,
+        pose_prior,
+        kept_prior, focus, focus_hold, box_support, take_out_others, drop_unmarked_parts, keep_marks,
+        local_corrections (see `EngineOptions` and the module doc)."""
         with self._lock:
             return list(self._get(sid).rules)
 
@@ -654,6 +665,11 @@ class Engine:
             self._find(s, self.options.finder, tiles=False, faces=False)
         return s.found or []
 
+    def _found_boxes(self, s: _Session) -> list[list[float]]:
+        """The boxes of the people finder's whole-frame finds (the same finds the take-out uses)."""
+        self._people_masks(s)
+        return s.found_boxes
+
     def people_in(self, sid: str) -> list[list[float]]:
         """Boxes of everyone the people finder (`EngineOptions.finder`) sees in the session's image. The finds stay
         in the session, so the take-out in the rounds that follow (one per person in the every-person split) does not
@@ -672,7 +688,7 @@ class Engine:
         from backend.runtime.people import people_finder
 
         try:
-            detector = people_finder(kind, self.options.keep_two_poses)
+            detector = people_finder(kind, self.options.keep_two_poses, self.options.detector_boxes)
         except RuntimeError as exc:  # mediapipe missing: the networks answer alone
             log.warning("text grounding and taking other people out are off: %s", exc)
             self.options = self.options.with_overrides(text_grounding=False, take_out_others=False)
@@ -748,13 +764,20 @@ class Engine:
         out[inside] = mask[row[inside], col[inside]]
         return out.reshape(g, g)
 
-    def _focus(self, s: _Session, history: PromptHistory, new: RoundPrompts,
-               coarse: np.ndarray) -> tuple[RegionBox, np.ndarray] | None:
-        """Second ISCN pass on a crop around the target; None when the target is already large in the photo."""
+    def _focus(self, s: _Session, history: PromptHistory, new: RoundPrompts, coarse: np.ndarray,
+               held: list[str]) -> tuple[RegionBox, np.ndarray] | None:
+        """Second ISCN pass on a crop around the target; None when the target is already large in the photo.
+        Appends "focus_hold" to ``held`` when the round kept the last round's region (`held_region`)."""
         h, w = s.image.shape[:2]
-        region = select_region(target_extent(history, coarse, s.letterbox), h, w)
+        extent = target_extent(history, coarse, s.letterbox)
+        region = select_region(extent, h, w)
         if region is None:
             return None
+        if self.options.focus_hold and s.focus_prev is not None:
+            kept = held_region(s.focus_prev[0], extent, region)
+            if kept != region:
+                held.append("focus_hold")
+                region = kept
         rb = region_box(region, self.model.config.size)
         feats = s.crops.get(region)
         if feats is None:

@@ -30,6 +30,11 @@ class EngineOptions:
 
     # Zoom-in second ISCN pass on small targets (`backend.runtime.focus`): held-out one-box IoU 0.655 -> 0.675.
     focus: bool = True
+    # Corrective rounds keep the last round's focus region while the target still fits it
+    # (`backend.runtime.focus.held_region`). Small-people composite mosaics: corrective click rounds losing > 0.02 IoU
+    # 9.5 -> 7.7 %, clicks @5 +0.005 [+0.001, +0.010]; held-out drops 9.4 -> 7.8 % but clicks @5 -0.007 [-0.016,
+    # -0.001], so off (docs/experiments.md).
+    focus_hold: bool = False
     pose_prior: bool = True  # mediapipe's person mask joins a first round (`backend.runtime.pose_prior`)
     keep_marks: bool = True  # every click and stroke holds in the matte (`backend.runtime.marks`)
     take_out_others: bool = True  # other found people out of a box's matte (`backend.runtime.others`)
@@ -59,9 +64,18 @@ class EngineOptions:
     # BlazePose masks overlap (`backend.runtime.finder.FinderOptions.keep_two_poses`). Off: validation finder-level
     # 85 -> 90 % found, but every-person mattes +0.006 [+0.000, +0.018] only.
     keep_two_poses: bool = False
+    # The person networks' finds carry their detector's box (NanoDet's, else MoveNet's), not their mask's extent, so
+    # the every-person split prompts each person with it (`backend.runtime.people.NetsDetector`). Fresh composites
+    # and their small-people mosaics: people found 80.3 -> 83.5 % (+0.033 [+0.009, +0.055]); held-out 74.8 ->
+    # 75.6 % (+0.008 [-0.031, +0.053]), best IoU 0.628 -> 0.652 (+0.024 [+0.010, +0.042]) (docs/experiments.md).
+    detector_boxes: bool = True
     # In a box session whose matte matches no find, the finds beside the box go anyway (`backend.runtime.others`,
     # `OFF_BOX_IOU`). Off: validation box +0.000 [-0.006, +0.007] (leak mean 7.8 -> 5.8 %).
     off_box: bool = False
+    # A box drawn clearly looser than a found person's detector box, around that person alone, prompts the networks
+    # with the find's box (`backend.runtime.box_snap`); the user's box still bounds the matte. Fresh composites and
+    # their small-people mosaics: 15 % looser box +0.006 [+0.001, +0.010], tight box -0.004 [-0.006, -0.001], so off.
+    box_snap: bool = False
     # A box round's pose prior is left out when its mask and the networks' own answer agree less than this (IoU);
     # 0 = always used. Why: the pose model segments the most prominent person of its crop, which for a target
     # standing behind someone is the person in front. Fresh composites (synth-v5): box +0.003 [+0.001, +0.004],
@@ -155,6 +169,7 @@ class EngineOptions:
 
 ENV_VARS = {
     "focus": "DFIMAT_FOCUS",
+    "focus_hold": "DFIMAT_FOCUS_HOLD",
     "pose_prior": "DFIMAT_POSE_PRIOR",
     "keep_marks": "DFIMAT_KEEP_MARKS",
     "take_out_others": "DFIMAT_TAKE_OUT_OTHERS",
@@ -166,7 +181,9 @@ ENV_VARS = {
     "grounding_finder": "DFIMAT_GROUNDING_FINDER",
     "text_match": "DFIMAT_TEXT_MATCH",
     "keep_two_poses": "DFIMAT_KEEP_TWO_POSES",
+    "detector_boxes": "DFIMAT_DETECTOR_BOXES",
     "off_box": "DFIMAT_OFF_BOX",
+    "box_snap": "DFIMAT_BOX_SNAP",
     "prior_check": "DFIMAT_PRIOR_CHECK",
     "int8_mrn": "DFIMAT_INT8_MRN",
     "take_out_marks": "DFIMAT_TAKE_OUT_MARKS",
