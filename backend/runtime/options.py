@@ -52,8 +52,12 @@ class EngineOptions:
     # Who finds the people for the take-out and the every-person split (`FINDERS`): "mediapipe" (its pose model, one
     # person per pass), "nets" (NanoDet + MoveNet + BlazePose masks, models/person/) or "both". nets: held-out people
     # found 59.5 -> 74.0 % (+0.145 [+0.076, +0.214]), looser box +0.005 [-0.000, +0.011] (docs/experiments.md).
+    # "both": fresh composites people found +0.057, held-out unchanged, first box round 0.58 s (> 0.45 s).
     finder: str = "nets"
     # Whose finds text grounding describes (`FINDERS`): with the networks' finds, validation text fell 67 -> 63 %.
+    # "both" finds more of the people a sentence names: held-out right person 56.6 -> 68.0 % (+0.114 [+0.041,
+    # +0.190]), small-people mosaics 63.0 -> 72.0 %, but its first text round takes ~0.66 s on the bench (issue #21:
+    # <= 0.6 s), so it is the accuracy-first choice, not the default (docs/experiments.md).
     grounding_finder: str = "mediapipe"
     # How text grounding picks among the found: "facts" (the side, order, colour, size or depth a sentence names, read
     # word by word: `backend.runtime.sentence`; similarity for sentences naming none) or "similarity" (MiniLM against
