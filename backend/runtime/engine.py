@@ -582,8 +582,7 @@ class Engine:
     def rules(self, sid: str) -> list[tuple[str, ...]]:
         """Per round of the session since it was opened or reset, the names of the rules around the networks that
         shaped the answer, in the order they acted: text_grounding, box_snap, marks_iscn, others_input, loose_box,
-        pose_prior,
-        kept_prior, focus, focus_hold, box_support, take_out_others, drop_unmarked_parts, keep_marks,
+        pose_prior, kept_prior, focus, focus_hold, box_support, take_out_others, drop_unmarked_parts, keep_marks,
         local_corrections (see `EngineOptions` and the module doc)."""
         with self._lock:
             return list(self._get(sid).rules)

@@ -269,8 +269,10 @@ class NetsDetector:
             small = _on_picture(person, scale, size)
             if small.mean() < MIN_MASK_FRACTION:
                 continue
-            box = detector_box(person.box, width, height) if self._detector_boxes else _box_of(small, scale, width,
-                                                                                                height)
+            if self._detector_boxes:
+                box = detector_box(person.box, width, height)
+            else:
+                box = _box_of(small, scale, width, height)
             people.append((box, small))
         if self._mediapipe is not None and len(people) < MAX_PEOPLE:
             extra = self._mediapipe.find(image, tiles=tiles, faces=faces, paint_known=paint_known)
