@@ -124,3 +124,32 @@ def test_network_finds_carry_their_detectors_box_or_their_masks_extent(pair: np.
 def test_find_people_checks_its_input() -> None:
     with pytest.raises(ValueError, match="uint8 RGB"):
         F.find_people(np.zeros((10, 10), np.uint8))
+
+
+@pytest.mark.parametrize("sigma", [2.5, 12.0, 32.0])
+def test_the_quick_paint_blur_matches_a_full_size_gaussian(pair: np.ndarray, sigma: float) -> None:
+    from backend.runtime.people import heavy_blur
+
+    full = cv2.GaussianBlur(pair, (0, 0), sigmaX=sigma).astype(np.int16)
+    quick = heavy_blur(pair, sigma)
+    assert quick.shape == pair.shape and quick.dtype == np.uint8
+    diff = np.abs(quick.astype(np.int16) - full)
+    # Within a couple of grey levels on average (the frame's edge differs most: the two pad differently), and far
+    # from the picture itself: the paint must still hide a found person from the detector.
+    assert diff.mean() < 2.0 and np.percentile(diff, 99) < 16
+    assert np.abs(quick.astype(np.int16) - pair).mean() > 2 * diff.mean()
+
+
+def test_mediapipe_after_the_networks_paints_with_the_quick_blur(pair: np.ndarray) -> None:
+    from backend.runtime.people import Found, NetsDetector
+
+    asked: list[dict] = []
+
+    class Mediapipe:
+        def find(self, image: np.ndarray, **kw: bool) -> Found:
+            asked.append(kw)
+            return Found(small=image.copy(), people=[])
+
+    found = NetsDetector(mediapipe=Mediapipe()).find(pair, tiles=True, faces=False)
+    assert len(found.people) == 2
+    assert asked == [{"tiles": True, "faces": False, "paint_known": True, "quick_paint": True}]

@@ -13,6 +13,7 @@ from backend import data
 from backend.dfimat.text import TextEncoder
 from backend.runtime.engine import Engine, default_weights
 from backend.runtime.grounding import Candidate, describe, match
+from backend.runtime.options import EngineOptions
 from backend.runtime.people import PoseDetector, _overlap
 from backend.runtime.refexpr import expressions, reword
 
@@ -207,7 +208,8 @@ def test_a_failing_or_missing_finder_leaves_the_text_round_to_the_iscn(tmp_path,
     import backend.runtime.people
     from backend.dfimat.model import build_tiny_checkpoint
 
-    engine = Engine.load(device="cpu", weights=build_tiny_checkpoint(tmp_path / "tiny.pt"), text_grounding=True)
+    engine = Engine.load(device="cpu", weights=build_tiny_checkpoint(tmp_path / "tiny.pt"), text_grounding=True,
+                         options=EngineOptions(grounding_finder="mediapipe"))
     image = np.random.default_rng(0).integers(0, 255, (60, 80, 3)).astype(np.uint8)
 
     class Broken:
@@ -226,6 +228,21 @@ def test_a_failing_or_missing_finder_leaves_the_text_round_to_the_iscn(tmp_path,
     other = engine.open(image)
     assert engine.predict(other, {"text": "the person on the left"}).shape == (60, 80)
     assert engine.options.text_grounding is False  # said once in the log, then not tried again
+
+
+def test_both_finders_without_mediapipe_are_the_networks_alone(monkeypatch):
+    import backend.runtime.people as people
+
+    def missing():
+        raise RuntimeError("listing every person needs mediapipe")
+
+    monkeypatch.setattr(people, "_pose_detector_held", missing)
+    monkeypatch.setattr(people, "_finders", {})
+    finder = people.people_finder("both")
+    assert isinstance(finder, people.NetsDetector) and finder._mediapipe is None
+    assert people.people_finder("both") is finder  # decided once per process
+    with pytest.raises(RuntimeError, match="mediapipe"):
+        people.people_finder("mediapipe")
 
 
 TWO_PEOPLE = REPO / "tests" / "fixtures" / "two-people"

@@ -43,8 +43,10 @@ class EngineOptions:
     # for mediapipe's 256 px input: held-out every-person split 48 -> 52 % found, text grounding 46 -> 50 % right;
     # about twice the finder's time.
     finder_tiles: bool = True
-    # ... and in body-shaped crops hung from faces no find covers yet: validation composites 72.4 -> 78.5 % found.
-    finder_faces: bool = True
+    # ... and in body-shaped crops hung from faces no find covers yet: validation composites 72.4 -> 78.5 % found
+    # with mediapipe alone. After the person networks (text grounding on "both") they no longer pay: off, fresh
+    # small-people mosaics text -0.007 [-0.022, +0.007], held-out +0.008 [+0.000, +0.024], ~25 ms less.
+    finder_faces: bool = False
     # The corner crops are searched with the people found so far painted out, so their calls go to people not found
     # yet instead of re-finding the known ones (`backend.runtime.people.PoseDetector.find`): first text round 0.80 ->
     # 0.53-0.59 s on the bench photo; fresh composites text -0.005 [-0.021, +0.011] (docs/experiments.md).
@@ -54,11 +56,12 @@ class EngineOptions:
     # found 59.5 -> 74.0 % (+0.145 [+0.076, +0.214]), looser box +0.005 [-0.000, +0.011] (docs/experiments.md).
     # "both": fresh composites people found +0.057, held-out unchanged, first box round 0.58 s (> 0.45 s).
     finder: str = "nets"
-    # Whose finds text grounding describes (`FINDERS`): with the networks' finds, validation text fell 67 -> 63 %.
-    # "both" finds more of the people a sentence names: held-out right person 56.6 -> 68.0 % (+0.114 [+0.041,
-    # +0.190]), small-people mosaics 63.0 -> 72.0 %, but its first text round takes ~0.66 s on the bench (issue #21:
-    # <= 0.6 s), so it is the accuracy-first choice, not the default (docs/experiments.md).
-    grounding_finder: str = "mediapipe"
+    # Whose finds text grounding describes (`FINDERS`): with the networks' finds alone, validation text fell 67 ->
+    # 63 %. "both" finds more of the people a sentence names: held-out right person 56.6 -> 68.8 % (+0.122 [+0.049,
+    # +0.198], with faces off), small-people mosaics 63.0 -> 72.0 %; with mediapipe's paint made on a shrunk copy
+    # (`backend.runtime.people.heavy_blur`) and faces off its first text round fits the 0.6 s of issue #21
+    # (docs/experiments.md).
+    grounding_finder: str = "both"
     # How text grounding picks among the found: "facts" (the side, order, colour, size or depth a sentence names, read
     # word by word: `backend.runtime.sentence`; similarity for sentences naming none) or "similarity" (MiniLM against
     # generated descriptions of each found person). facts: validation mosaics text 76.6 -> 79.6 % right
