@@ -153,3 +153,70 @@ def test_mediapipe_after_the_networks_paints_with_the_quick_blur(pair: np.ndarra
     found = NetsDetector(mediapipe=Mediapipe()).find(pair, tiles=True, faces=False)
     assert len(found.people) == 2
     assert asked == [{"tiles": True, "faces": False, "paint_known": True, "quick_paint": True}]
+
+
+class _CropDetector:
+    """NanoDet's interface with fixed finds per crop (keyed by the crop's top-left corner, in crop pixels)."""
+
+    nms_iou = 0.6
+
+    def __init__(self, corners: dict[tuple[int, int], list[tuple[list[float], float]]]) -> None:
+        self.corners, self.asked = corners, []
+
+    def __call__(self, crop: np.ndarray):
+        from backend.runtime.person_nets import Boxes
+
+        corner = int(crop[0, 0, 1]), int(crop[0, 0, 0])  # `_ramp` numbers the columns and rows
+        self.asked.append(corner)
+        finds = self.corners.get(corner, [])
+        return Boxes(np.array([b for b, _ in finds], np.float32).reshape(-1, 4),
+                     np.array([s for _, s in finds], np.float32))
+
+
+def _ramp(h: int, w: int) -> np.ndarray:
+    """An image whose red channel numbers the rows and green the columns, so a crop tells where it was cut."""
+    image = np.zeros((h, w, 3), np.uint8)
+    image[:, :, 0] = np.arange(h, dtype=np.uint8)[:, None]
+    image[:, :, 1] = np.arange(w, dtype=np.uint8)[None, :]
+    return image
+
+
+def test_corner_crops_add_only_whole_new_people() -> None:
+    from backend.runtime.person_nets import Boxes
+
+    image = _ramp(200, 250)  # corner crops 150 x 120: top-left (0, 0), top-right (100, 0), bottom (0, 80), (100, 80)
+    whole = Boxes(np.array([[20, 20, 60, 120]], np.float32), np.array([0.9], np.float32))
+    detect = _CropDetector({
+        (0, 0): [([20, 20, 60, 119], 0.8),     # the person found whole: not new
+                 ([25, 30, 55, 60], 0.7),      # a part of them: inside the whole-image box
+                 ([100, 10, 149, 60], 0.6)],   # touches the crop's right (inner) edge: cut, dropped
+        (100, 0): [([30, 10, 50, 50], 0.55)],  # a small new person at image x 130-150
+        (100, 80): [([10, 0, 40, 40], 0.5)],   # touches the crop's top (inner) edge: cut
+    })
+    out = F.with_corner_boxes(whole, image, detect)
+    assert sorted(detect.asked) == [(0, 0), (0, 80), (100, 0), (100, 80)]
+    np.testing.assert_allclose(out.boxes, [[20, 20, 60, 120], [130, 10, 150, 50]])
+    np.testing.assert_allclose(out.scores, [0.9, 0.55])
+
+
+def test_a_new_person_seen_by_two_overlapping_crops_is_added_once() -> None:
+    from backend.runtime.person_nets import Boxes
+
+    image = _ramp(200, 250)
+    nobody = Boxes(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+    # Image x 110-140, y 90-110: inside the top-left, top-right, bottom-left and bottom-right crops alike.
+    detect = _CropDetector({(0, 0): [([110, 90, 140, 110], 0.6)], (100, 0): [([10, 90, 40, 110], 0.7)],
+                            (0, 80): [([110, 10, 140, 30], 0.5)], (100, 80): [([10, 10, 40, 30], 0.65)]})
+    out = F.with_corner_boxes(nobody, image, detect)
+    np.testing.assert_allclose(out.boxes, [[110, 90, 140, 110]])
+    np.testing.assert_allclose(out.scores, [0.7])
+
+
+def test_the_finder_looks_in_the_corners_only_when_asked(pair: np.ndarray, monkeypatch) -> None:
+    finder = F.PeopleFinder(threads=1)
+    calls = []
+    monkeypatch.setattr(F, "with_corner_boxes", lambda found, image, detect: calls.append(image.shape) or found)
+    plain = finder.find(pair)
+    assert calls == []
+    tiled = finder.find(pair, tiles=True)
+    assert calls == [pair.shape] and [p.box for p in tiled] == [p.box for p in plain]

@@ -100,3 +100,28 @@ def test_the_split_asks_the_finder_for_the_chosen_boxes(weights, monkeypatch, bo
     sid = engine.open(image)
     assert engine.people_in(sid) == [[18.0, 8.0, 42.0, 52.0]]
     assert asked == [boxes]
+
+
+@pytest.mark.parametrize(("finder", "tiles", "told"), [("nets", True, True), ("nets", False, False),
+                                                         ("both", True, True), ("mediapipe", True, None)])
+def test_the_split_asks_the_networks_to_look_in_the_corners_when_chosen(weights, monkeypatch, finder, tiles, told):
+    import backend.runtime.people
+    from backend.runtime.people import Found
+
+    asked = []
+    image = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+
+    class _Finder:
+        def find(self, picture, **kw):
+            asked.append(kw.get("net_tiles"))
+            return Found(small=picture, people=[])
+
+    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, *_: _Finder())
+    monkeypatch.setattr(backend.runtime.people, "pose_detector", lambda: _Finder())
+    engine = Engine.load(device="cpu", weights=weights, runtime="torch",
+                         options=EngineOptions(pose_prior=False, finder=finder, every_person_tiles=tiles))
+    sid = engine.open(image)
+    assert engine.people_in(sid) == []
+    assert asked == [told]  # mediapipe's own finder has no such argument
+    engine.predict(sid, {"box": [10.0, 10.0, 50.0, 50.0]})  # the take-out reuses the split's finds
+    assert asked == [told]

@@ -163,7 +163,7 @@ def test_a_text_round_after_a_box_round_runs_the_whole_finder(engine, monkeypatc
     engine.predict(sid, {"box": [10.0, 5.0, 120.0, 95.0]})
     engine.reset(sid)
     engine.predict(sid, {"text": "the person on the left"})
-    assert finder.calls == [{"tiles": False, "faces": False}, {"tiles": True, "faces": True, "paint_known": True}]
+    assert finder.calls == [{"tiles": False, "faces": False}, {"tiles": True, "faces": False, "paint_known": True}]
     assert len(engine._sessions[sid].candidates) == 2 and len(engine._sessions[sid].found) == 2
 
 

@@ -43,10 +43,10 @@ Other people out (default on; `Engine.load(take_out_others=False)` or $DFIMAT_TA
 selects are taken out of the matte, except anyone a positive click or stroke lies on.
 
 Text grounding (default on; `Engine.load(text_grounding=False)` or $DFIMAT_TEXT_GROUNDING=0 turns it off; see
-`backend.runtime.grounding`): while a session's prompts are text only, the people in the photo are found once (mediapipe
-pose), the person the sentence names by side, order, colour, size or depth (`backend.runtime.sentence`; else the one
-whose generated description is closest to it) is added as a box for that round's networks only; the session keeps
-just the text.
+`backend.runtime.grounding`): while a session's prompts are text only, the people in the photo are found once (by
+the finder `EngineOptions.grounding_finder` names), the person the sentence names by side, order, colour, size or
+depth (`backend.runtime.sentence`; else the one whose generated description is closest to it) is added as a box for
+that round's networks only; the session keeps just the text.
 
 Errors: `backend.dfimat.prompts.PromptError` (ValueError) for bad prompts, `ImageError` (ValueError) for images
 that cannot be converted, `SessionError` (KeyError) for unknown or closed sessions.
@@ -676,8 +676,9 @@ class Engine:
         with self._lock:
             s = self._get(sid)
             if s.found is None or s.found_by != self.options.finder:
+                nets = {} if self.options.finder == "mediapipe" else {"net_tiles": self.options.every_person_tiles}
                 found = self._find(s, self.options.finder, tiles=self.options.finder_tiles,
-                                   faces=self.options.finder_faces, paint_known=self.options.tiles_paint_known)
+                                   faces=self.options.finder_faces, paint_known=self.options.tiles_paint_known, **nets)
                 s.found_boxes = [] if found is None else [box for box, _ in found.people]
             return list(s.found_boxes)
 

@@ -22,9 +22,15 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from backend.runtime.person_nets import SKELETON, BlazePoseSeg, MoveNet, NanoDet
+from backend.runtime.person_nets import SKELETON, BlazePoseSeg, Boxes, MoveNet, NanoDet, nms
 
 SOURCES = ("nanodet", "movenet", "both")
+# Corner crops for small people: 60 % of each side, so any person up to 20 % of the width fits one of them whole.
+TILE_FRACTION = 0.6
+# A corner crop's box is a new person only when it overlaps no whole-image box this much (IoU) ...
+TILE_NEW_IOU = 0.3
+# ... and lies less than this share inside every one of them (a part of a person found whole is not a new person).
+TILE_NEW_INSIDE = 0.7
 
 
 @dataclass
@@ -96,12 +102,16 @@ class PeopleFinder:
         self.movenet = MoveNet(self.options.movenet_score, threads=threads, cuda=cuda)
         self.blazepose = BlazePoseSeg(self.options.crop_scale, threads=threads, cuda=cuda)
 
-    def find(self, image: np.ndarray) -> list[Person]:
-        """People in an H×W×3 uint8 RGB image, highest score first, with non-overlapping masks."""
+    def find(self, image: np.ndarray, tiles: bool = False) -> list[Person]:
+        """People in an H×W×3 uint8 RGB image, highest score first, with non-overlapping masks. ``tiles``: NanoDet
+        also looks in the four corner crops (`corner_crops`), where small people are bigger to it (four more
+        NanoDet runs, ~160 ms at 1 MP on one thread)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an H×W×3 uint8 RGB image, got {image.shape} {image.dtype}")
         o = self.options
         boxes = self.nanodet(image)
+        if tiles:
+            boxes = with_corner_boxes(boxes, image, self.nanodet)
         poses = self.movenet(image)
         people = merge_detections(boxes.boxes, boxes.scores, poses, o)
         if not o.masks or not people:
@@ -114,15 +124,56 @@ class PeopleFinder:
         return people
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of boxes a (N, 4) and b (M, 4), x0, y0, x1, y1."""
+def corner_crops(h: int, w: int) -> list[tuple[int, int, int, int]]:
+    """The four overlapping corner crops (x0, y0, x1, y1) of an h × w image, `TILE_FRACTION` of each side."""
+    th, tw = int(h * TILE_FRACTION), int(w * TILE_FRACTION)
+    return [(x0, y0, x0 + tw, y0 + th) for y0 in (0, h - th) for x0 in (0, w - tw)]
+
+
+def with_corner_boxes(found: Boxes, image: np.ndarray, detect) -> Boxes:
+    """``found`` (the whole image's boxes) and the new people ``detect`` finds in the corner crops: a crop's box that
+    touches one of the crop's inner edges is a person the crop cuts (the whole image or another crop holds them), and
+    one that overlaps a whole-image box is someone already found (`TILE_NEW_IOU`, `TILE_NEW_INSIDE`); the rest go
+    through one non-maximum suppression among themselves, as the crops overlap."""
+    h, w = image.shape[:2]
+    boxes, scores = [], []
+    for x0, y0, x1, y1 in corner_crops(h, w):
+        crop = detect(np.ascontiguousarray(image[y0:y1, x0:x1]))
+        b = crop.boxes
+        cut = ((x0 > 0) & (b[:, 0] <= 1)) | ((x1 < w) & (b[:, 2] >= x1 - x0 - 1)) \
+            | ((y0 > 0) & (b[:, 1] <= 1)) | ((y1 < h) & (b[:, 3] >= y1 - y0 - 1))
+        boxes.append(b[~cut] + np.array([x0, y0, x0, y0], np.float32))
+        scores.append(crop.scores[~cut])
+    extra = np.concatenate(boxes).astype(np.float32).reshape(-1, 4)
+    extra_scores = np.concatenate(scores).astype(np.float32)
+    if len(extra) and len(found.boxes):
+        new = (box_iou(extra, found.boxes).max(axis=1) < TILE_NEW_IOU) \
+            & (inside_share(extra, found.boxes).max(axis=1) < TILE_NEW_INSIDE)
+        extra, extra_scores = extra[new], extra_scores[new]
+    keep = nms(extra, extra_scores, detect.nms_iou)
+    return Boxes(np.concatenate([found.boxes.reshape(-1, 4), extra[keep]]).astype(np.float32),
+                 np.concatenate([found.scores, extra_scores[keep]]).astype(np.float32))
+
+
+def _overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, M) intersection areas of boxes a (N, 4) and b (M, 4), x0, y0, x1, y1, and the two boxes' areas."""
     a = np.asarray(a, np.float32).reshape(-1, 4)
     b = np.asarray(b, np.float32).reshape(-1, 4)
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    return inter, np.prod(a[:, 2:] - a[:, :2], axis=1), np.prod(b[:, 2:] - b[:, :2], axis=1)
+
+
+def inside_share(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) share of each box of ``a`` that lies inside each box of ``b``."""
+    inter, area_a, _ = _overlaps(a, b)
+    return inter / np.maximum(area_a[:, None], 1e-6)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of boxes a (N, 4) and b (M, 4), x0, y0, x1, y1."""
+    inter, area_a, area_b = _overlaps(a, b)
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-6)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from backend.runtime.finder import corner_crops
 from backend.runtime.options import FINDERS
 from backend.runtime.pose_prior import MIN_CROP, PoseOnCrop
 
@@ -33,7 +34,6 @@ MIN_MASK_FRACTION = 0.002  # a "person" smaller than this share of the image is 
 # 62 -> 61 %). Kept as a setting for detectors whose masks run short of the person.
 BOX_PADDING = 0.0
 DUPLICATE_OVERLAP = 0.5  # of the smaller mask: two finds overlapping this much are one person
-TILE_FRACTION = 0.6  # corner crops for small people: 60 % of each side, so any person up to 20 % wide fits one whole
 FACE_CROP_WIDTH = 5.0  # face widths: shoulders and arms
 FACE_CROP_ABOVE = 0.7  # face heights above the face box: hair
 FACE_CROP_BELOW = 8.0  # face heights below the face box's top: a standing body is ~7.5 heads tall
@@ -82,7 +82,7 @@ class PoseDetector:
              quick_paint: bool = False) -> Found:
         """Everyone found in ``image``: boxes in image pixels, masks on a copy downscaled to <= DETECT_MAX_SIDE.
 
-        ``tiles``: also look in the four overlapping corner crops (`TILE_FRACTION` of each side), where small
+        ``tiles``: also look in the four overlapping corner crops (`backend.runtime.finder.corner_crops`), where small
         people are big enough for mediapipe's 256 px input; a find that touches a crop's inner edge is cut off there
         and dropped (another crop or the whole image holds the person whole). About twice the time
         (`EngineOptions.finder_tiles`). ``paint_known``: the people found so far are painted out of each crop before
@@ -140,7 +140,7 @@ class PoseDetector:
         crop is searched as it is, with a paint of its own."""
         h, w = small.shape[:2]
         found: list[np.ndarray] = []
-        for x0, y0, x1, y1 in _corner_crops(h, w):
+        for x0, y0, x1, y1 in corner_crops(h, w):
             th, tw = y1 - y0, x1 - x0
             crop = small[y0:y1, x0:x1]
             if blur is None:
@@ -164,7 +164,7 @@ class PoseDetector:
         """(x, y, w, h) of the faces in the whole picture and its corner crops (the detector works at 192 px)."""
         h, w = picture.shape[:2]
         out = []
-        for x0, y0, x1, y1 in [(0, 0, w, h), *_corner_crops(h, w)]:
+        for x0, y0, x1, y1 in [(0, 0, w, h), *corner_crops(h, w)]:
             with self._lock:
                 result = self._faces.process(np.ascontiguousarray(picture[y0:y1, x0:x1]))
             for d in result.detections or []:
@@ -236,13 +236,6 @@ def heavy_blur(picture: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.resize(cv2.GaussianBlur(small, (0, 0), sigmaX=sigma / k), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _corner_crops(h: int, w: int) -> list[tuple[int, int, int, int]]:
-    """The four overlapping corner crops (x0, y0, x1, y1), `TILE_FRACTION` of each side, where small people are big
-    enough for mediapipe's small inputs."""
-    th, tw = int(h * TILE_FRACTION), int(w * TILE_FRACTION)
-    return [(x0, y0, x0 + tw, y0 + th) for y0 in (0, h - th) for x0 in (0, w - tw)]
-
-
 def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over the smaller mask's area."""
     return float((a & b).sum()) / max(1, min(int(a.sum()), int(b.sum())))
@@ -281,14 +274,15 @@ class NetsDetector:
     def __call__(self, image: np.ndarray) -> list[list[float]]:
         return [box for box, _ in self.find(image).people]
 
-    def find(self, image: np.ndarray, tiles: bool = True, faces: bool = True, paint_known: bool = True) -> Found:
+    def find(self, image: np.ndarray, tiles: bool = True, faces: bool = True, paint_known: bool = True,
+             net_tiles: bool = False) -> Found:
         """Everyone found in ``image``; ``tiles``, ``faces`` and ``paint_known`` steer only the mediapipe finds of
-        "both"."""
+        "both"; ``net_tiles``: NanoDet also looks in the corner crops (`backend.runtime.finder.PeopleFinder.find`)."""
         height, width = image.shape[:2]
         scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
         size = (round(width * scale), round(height * scale))
         with self._lock:
-            found = self._finder.find(image)
+            found = self._finder.find(image, tiles=net_tiles)
         people: list[tuple[list[float], np.ndarray]] = []
         for person in found[:MAX_PEOPLE]:
             small = _on_picture(person, scale, size)
