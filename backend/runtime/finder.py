@@ -130,7 +130,7 @@ def corner_crops(h: int, w: int) -> list[tuple[int, int, int, int]]:
     return [(x0, y0, x0 + tw, y0 + th) for y0 in (0, h - th) for x0 in (0, w - tw)]
 
 
-def with_corner_boxes(found: Boxes, image: np.ndarray, detect) -> Boxes:
+def with_corner_boxes(found: Boxes, image: np.ndarray, detect: NanoDet) -> Boxes:
     """``found`` (the whole image's boxes) and the new people ``detect`` finds in the corner crops: a crop's box that
     touches one of the crop's inner edges is a person the crop cuts (the whole image or another crop holds them), and
     one that overlaps a whole-image box is someone already found (`TILE_NEW_IOU`, `TILE_NEW_INSIDE`); the rest go

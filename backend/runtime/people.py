@@ -144,7 +144,7 @@ class PoseDetector:
             th, tw = y1 - y0, x1 - x0
             crop = small[y0:y1, x0:x1]
             if blur is None:
-                passes = self._passes(crop, _Blur(crop, quick=blur is not None and blur.quick))
+                passes = self._passes(crop, _Blur(crop))
             else:
                 painted = np.logical_or.reduce([k[y0:y1, x0:x1] for k in known + found]) if known or found else None
                 passes = self._passes(crop, blur.crop(x0, y0, x1, y1), painted)
@@ -225,8 +225,8 @@ class _Blur:
 
 
 def heavy_blur(picture: np.ndarray, sigma: float) -> np.ndarray:
-    """A Gaussian blur of ``sigma`` pixels made on a copy shrunk by up to BLUR_SHRINK and enlarged back: so wide a
-    blur leaves nothing that bilinear enlarging loses, so it matches the full-size blur within a grey level or two
+    """A Gaussian blur of ``sigma`` pixels made on a copy shrunk by up to BLUR_SHRINK and enlarged back. A blur this
+    wide leaves no detail that bilinear enlarging could lose: it matches the full-size blur within a grey level or two
     (more at the frame's edge, which the two pad differently)."""
     h, w = picture.shape[:2]
     k = max(1, min(BLUR_SHRINK, int(sigma // 3)))
