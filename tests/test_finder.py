@@ -220,3 +220,14 @@ def test_the_finder_looks_in_the_corners_only_when_asked(pair: np.ndarray, monke
     assert calls == []
     tiled = finder.find(pair, tiles=True)
     assert calls == [pair.shape] and [p.box for p in tiled] == [p.box for p in plain]
+
+
+def test_the_quick_paint_is_shared_by_the_crops(pair: np.ndarray) -> None:
+    from backend.runtime.people import _Blur, heavy_blur
+
+    sigma = max(3.0, max(pair.shape[:2]) / 40)
+    quick = _Blur(pair, quick=True)
+    np.testing.assert_array_equal(quick.image, heavy_blur(pair, sigma))
+    crop = quick.crop(10, 20, 110, 220)
+    assert crop.quick and np.shares_memory(crop.image, quick.image)
+    np.testing.assert_array_equal(_Blur(pair).image, cv2.GaussianBlur(pair, (0, 0), sigmaX=sigma))
