@@ -280,6 +280,26 @@ def test_pose_prior_joins_every_text_round_answered_through_a_found_person(weigh
     assert engine._sessions[sid].history.box is None
 
 
+@pytest.mark.parametrize("average", [True, False])
+def test_a_grounded_rounds_prior_averages_three_crops_or_takes_the_boxs_own(weights, monkeypatch, average):
+    engine = _engine(weights, options=EngineOptions(grounded_prior_average=average))
+    calls = []
+    person = np.zeros((H, W), np.float32)
+    person[100:200, 100:300] = 1.0
+    engine._pose = lambda image, rect: calls.append(rect) or person.copy()
+    found = Box(100.0, 100.0, 300.0, 200.0)
+    monkeypatch.setattr(engine, "_grounded_box",
+                        lambda s, history: found.as_list() if history.text is not None else None)
+    engine.predict(engine.open(_image()), {"text": "the person on the left"})
+    own = box_rect(found, W, H)
+    padded = [padded_rect(found, pad, W, H) for pad in BOX_AVERAGE_PADDINGS]
+    assert calls == ([own, *padded] if average else [own])
+    # A drawn box averages its crops either way.
+    calls.clear()
+    engine.predict(engine.open(_image()), {"box": found.as_list()})
+    assert calls == [own, *padded]
+
+
 def test_a_failing_or_missing_pose_model_costs_nothing_but_the_prior(weights, monkeypatch):
     engine = _engine(weights)
     sid = engine.open(_image())

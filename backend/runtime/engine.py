@@ -481,7 +481,8 @@ class Engine:
             # The pose model segments the most prominent person of its crop: a loose box's crop also holds the
             # neighbours, so the prior is placed by what the networks saw, i.e. the shrunk box when the second pass ran
             # (realistic-v3 validation, 15 % looser boxes: 0.815 -> 0.829; held-out 0.685 -> 0.682, within noise).
-            prior = self._pose_prior(s, seen) if self.options.pose_prior and fresh else None
+            average = box is None or self.options.grounded_prior_average
+            prior = self._pose_prior(s, seen, average) if self.options.pose_prior and fresh else None
             own = coarse
             if prior is not None and self.options.prior_check > 0 and seen.box is not None \
                     and _agreement(prior, own, s.letterbox, s.image.shape[:2]) < self.options.prior_check:
@@ -597,9 +598,11 @@ class Engine:
         pick = choose(history.text, candidates, self._text_encoder().embed_many, self.options.text_match)
         return None if pick is None else candidates[pick].box
 
-    def _pose_prior(self, s: _Session, history: PromptHistory) -> tuple[np.ndarray, float] | None:
+    def _pose_prior(self, s: _Session, history: PromptHistory,
+                    average: bool = True) -> tuple[np.ndarray, float] | None:
         """mediapipe's mask of the prompted person on the photo downscaled by f, and f; None without a box or
-        positive mark, without mediapipe, or when no crop holds a person."""
+        positive mark, without mediapipe, or when no crop holds a person. ``average``: a box alone is segmented on
+        three crops and the masks averaged (`BOX_AVERAGE_PADDINGS`), else on its one crop."""
         prompts = history.merged()
         if prompts.box is None and not any(p for _, _, p in points(prompts)):
             return None
@@ -619,7 +622,7 @@ class Engine:
         pose = self._pose
         try:
             mask = pose_mask(prompts.scaled(f, f), small.shape[1], small.shape[0], lambda r: pose(small, r),
-                             BOX_AVERAGE_PADDINGS, MARKS_AVERAGE_CROPS)
+                             BOX_AVERAGE_PADDINGS if average else (), MARKS_AVERAGE_CROPS)
         except Exception:  # a native model failing on one image must not cost the user the round
             log.exception("the pose prior failed on this image; the ISCN answers alone")
             return None
