@@ -125,3 +125,25 @@ def test_the_split_asks_the_networks_to_look_in_the_corners_when_chosen(weights,
     assert asked == [told]  # mediapipe's own finder has no such argument
     engine.predict(sid, {"box": [10.0, 10.0, 50.0, 50.0]})  # the take-out reuses the split's finds
     assert asked == [told]
+
+
+@pytest.mark.parametrize(("split", "everywhere"), [(True, False), (False, False), (False, True)])
+def test_two_poses_stay_two_people_in_the_split_and_where_chosen(weights, monkeypatch, split, everywhere):
+    import backend.runtime.people
+    from backend.runtime.people import Found
+
+    asked = []
+    image = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+
+    class _Finder:
+        def find(self, picture, **_):
+            return Found(small=picture, people=[])
+
+    monkeypatch.setattr(backend.runtime.people, "people_finder",
+                        lambda kind, two_poses, detector_boxes: asked.append(two_poses) or _Finder())
+    options = EngineOptions(pose_prior=False, split_two_poses=split, keep_two_poses=everywhere)
+    engine = Engine.load(device="cpu", weights=weights, runtime="torch", options=options)
+    split_session, box_session = engine.open(image), engine.open(image)
+    engine.people_in(split_session)
+    engine.predict(box_session, {"box": [10.0, 10.0, 50.0, 50.0]})  # a box session's take-out finds people itself
+    assert asked == [split or everywhere, everywhere]

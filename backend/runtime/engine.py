@@ -681,17 +681,21 @@ class Engine:
             if s.found is None or s.found_by != self.options.finder:
                 nets = {} if self.options.finder == "mediapipe" else {"net_tiles": self.options.every_person_tiles}
                 found = self._find(s, self.options.finder, tiles=self.options.finder_tiles,
-                                   faces=self.options.finder_faces, paint_known=self.options.tiles_paint_known, **nets)
+                                   faces=self.options.finder_faces, paint_known=self.options.tiles_paint_known,
+                                   two_poses=self.options.keep_two_poses or self.options.split_two_poses, **nets)
                 s.found_boxes = [] if found is None else [box for box, _ in found.people]
             return list(s.found_boxes)
 
-    def _find(self, s: _Session, kind: str, **kw: bool) -> Found | None:
+    def _find(self, s: _Session, kind: str, two_poses: bool | None = None, **kw: bool) -> Found | None:
         """Run the people finder on the session's image and keep its masks in the session; None when it cannot run
-        (mediapipe missing: its users are switched off) or fails on this image (nobody found)."""
+        (mediapipe missing: its users are switched off) or fails on this image (nobody found). ``two_poses``: the
+        finder's `keep_two_poses` (None: the option's)."""
         from backend.runtime.people import people_finder
 
+        if two_poses is None:
+            two_poses = self.options.keep_two_poses
         try:
-            detector = people_finder(kind, self.options.keep_two_poses, self.options.detector_boxes)
+            detector = people_finder(kind, two_poses, self.options.detector_boxes)
         except RuntimeError as exc:  # mediapipe missing: the networks answer alone
             log.warning("text grounding and taking other people out are off: %s", exc)
             self.options = self.options.with_overrides(text_grounding=False, take_out_others=False)

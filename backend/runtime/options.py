@@ -76,6 +76,11 @@ class EngineOptions:
     # BlazePose masks overlap (`backend.runtime.finder.FinderOptions.keep_two_poses`). Off: validation finder-level
     # 85 -> 90 % found, but every-person mattes +0.006 [+0.000, +0.018] only.
     keep_two_poses: bool = False
+    # ... for the every-person split alone (`Engine.people_in`): now that each find is prompted with its own detector
+    # box, two poses kept apart give two mattes. Fresh composites and their small-people mosaics: people found
+    # 88.3 -> 91.1 % (+0.027 [+0.014, +0.040]), best IoU +0.020 [+0.011, +0.029], false mattes unchanged; for the
+    # take-out too (`keep_two_poses`) fresh box -0.002 [-0.006, +0.001] (docs/experiments.md).
+    split_two_poses: bool = True
     # The person networks' finds carry their detector's box (NanoDet's, else MoveNet's), not their mask's extent, so
     # the every-person split prompts each person with it (`backend.runtime.people.NetsDetector`). Fresh composites
     # and their small-people mosaics: people found 80.3 -> 83.5 % (+0.033 [+0.009, +0.055]); held-out 74.8 ->
@@ -199,6 +204,7 @@ ENV_VARS = {
     "grounded_prior_average": "DFIMAT_GROUNDED_PRIOR_AVERAGE",
     "text_match": "DFIMAT_TEXT_MATCH",
     "keep_two_poses": "DFIMAT_KEEP_TWO_POSES",
+    "split_two_poses": "DFIMAT_SPLIT_TWO_POSES",
     "detector_boxes": "DFIMAT_DETECTOR_BOXES",
     "every_person_tiles": "DFIMAT_EVERY_PERSON_TILES",
     "off_box": "DFIMAT_OFF_BOX",
