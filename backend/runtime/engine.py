@@ -74,6 +74,7 @@ from backend.dfimat.prompt_tensors import build_prompt_tensors, collate
 from backend.dfimat.prompts import Box, PromptError, PromptHistory, RoundPrompts
 from backend.dfimat.selector import select_mask
 from backend.runtime.box_snap import snapped_box
+from backend.runtime.click_box import grown_box, marked_find
 from backend.runtime.focus import (
     FOCUS_CACHE,
     RegionBox,
@@ -121,6 +122,9 @@ BOX_SUPPORT_MARGIN = 0.05
 # turns it off); how it joins the ISCN's mask is `backend.runtime.pose_prior.join_prior`. The pose model runs on the photo
 # downscaled to PRIOR_MAX_SIDE (it works at 256 px inside), so a 24 MP photo costs no more.
 PRIOR_MAX_SIDE = 1024
+# Set before its first measurement: only a clear mismatch (the marks' own answer is mostly someone else than the find)
+# keeps the find's box out; an answer that spills onto a neighbour still overlaps its person's find this much.
+CLICK_BOX_AGREEMENT = 0.3
 
 __all__ = ["Engine", "ImageError", "PromptError", "SessionError", "default_weights", "to_rgb_uint8"]
 
@@ -301,6 +305,8 @@ class _Session:
     found_boxes: list[list[float]] = field(default_factory=list)  # the same finds' boxes in image pixels
     # The first round's pose prior, joined at the MRN's crop in later rounds until a mark contradicts it.
     kept_prior: tuple[np.ndarray, float] | None = None
+    # The found person's box the first round's marks chose (`EngineOptions.click_box`), kept for the session.
+    click_box: Box | None = None
     # Per round, the rules around the networks that shaped its answer (`Engine.rules`).
     rules: list[tuple[str, ...]] = field(default_factory=list)
     others_given: bool = False  # this round's ISCN saw other people (`EngineOptions.others_input`)
@@ -415,6 +421,7 @@ class Engine:
             s.prev = None
             s.focus_prev = None
             s.kept_prior = None
+            s.click_box = None
             s.last_alpha = None
             s.rules = []
 
@@ -452,10 +459,19 @@ class Engine:
             fired: list[str] = []
             s.others_given = s.marks_given = False
             box = self._grounded_box(s, history)
+            implied: Box | None = None
             if box is not None:
                 fired.append("text_grounding")
                 seen_new = replace(new, box=Box(*box))
                 seen = PromptHistory([*s.history.rounds, seen_new])
+            elif self.options.click_box and history.box is None and history.text is None:
+                implied = self._click_box(s, history) if len(history) == 1 else s.click_box
+                if implied is not None:
+                    # As if drawn before the first mark: later rounds are corrections of a box session.
+                    fired.append("click_box")
+                    shown = grown_box(implied, history, w, h)
+                    seen = PromptHistory([replace(seen.rounds[0], box=shown), *seen.rounds[1:]])
+                    seen_new = seen.rounds[-1]
             elif self.options.box_snap and history.box is not None and history.text is None:
                 snapped = snapped_box(history.box, self._found_boxes(s))
                 if snapped is not None:
@@ -574,6 +590,7 @@ class Engine:
                     x0, y0, x1, y1 = focused[0].region
                     focused = (focused[0], _cut_grid(focused[1], focused[0], removed[y0:y1, x0:x1]))
             s.history, s.prev = history, coarse
+            s.click_box = implied if "click_box" in fired else None
             s.last_alpha = None if self.options.local_corrections == "off" else (alpha * 255.0 + 0.5).astype(np.uint8)
             s.kept_prior = kept
             s.focus_prev = None if focused is None else (focused[0].region, focused[1])
@@ -582,9 +599,9 @@ class Engine:
 
     def rules(self, sid: str) -> list[tuple[str, ...]]:
         """Per round of the session since it was opened or reset, the names of the rules around the networks that
-        shaped the answer, in the order they acted: text_grounding, box_snap, marks_iscn, others_input, loose_box,
-        pose_prior, kept_prior, focus, focus_hold, box_support, take_out_others, drop_unmarked_parts, keep_marks,
-        local_corrections (see `EngineOptions` and the module doc)."""
+        shaped the answer, in the order they acted: text_grounding, click_box, box_snap, marks_iscn, others_input,
+        loose_box, pose_prior, kept_prior, focus, focus_hold, box_support, take_out_others, drop_unmarked_parts,
+        keep_marks, local_corrections (see `EngineOptions` and the module doc)."""
         with self._lock:
             return list(self._get(sid).rules)
 
@@ -597,6 +614,21 @@ class Engine:
         candidates = self._found_people(s)
         pick = choose(history.text, candidates, self._text_encoder().embed_many, self.options.text_match)
         return None if pick is None else candidates[pick].box
+
+    def _click_box(self, s: _Session, history: PromptHistory) -> Box | None:
+        """The detector box of the found person a first round's marks are on (`backend.runtime.click_box`), or None
+        when the marks are on no single find or the networks' own answer to the marks is someone else: a find whose
+        mask agrees with it less than `CLICK_BOX_AGREEMENT` (IoU; a click on a person the finder missed lands in a
+        neighbour's box)."""
+        finds = self._people_masks(s)
+        k = marked_find(history, finds, s.found_shape, s.image.shape[:2])
+        if k is None:
+            return None
+        own = self._localise(s, history, history.rounds[-1])
+        if _agreement((finds[k].paste(s.found_shape), 1.0), own, s.letterbox, s.image.shape[:2]) \
+                < CLICK_BOX_AGREEMENT:
+            return None
+        return Box(*s.found_boxes[k])
 
     def _pose_prior(self, s: _Session, history: PromptHistory,
                     average: bool = True) -> tuple[np.ndarray, float] | None:

@@ -1,0 +1,132 @@
+"""The found person the marks are on prompts the networks with its detector box (`backend.runtime.click_box`), and the
+engine's use of it: the first round carries the box, later rounds correct a box session, the matte is not bounded
+by it and the session keeps what the user gave."""
+
+import numpy as np
+import pytest
+
+from backend.dfimat.model import build_tiny_checkpoint
+from backend.dfimat.prompts import Box, PromptHistory, RoundPrompts
+from backend.runtime.click_box import grown_box, marked_find
+from backend.runtime.engine import Engine
+from backend.runtime.options import EngineOptions
+from backend.runtime.others import FoundPerson
+
+SHAPE = (140, 160)
+LEFT, RIGHT = [20.0, 20.0, 70.0, 130.0], [60.0, 20.0, 110.0, 130.0]  # overlapping boxes of two people side by side
+
+
+def _mask(x0: int, x1: int) -> np.ndarray:
+    m = np.zeros(SHAPE, bool)
+    m[25:125, x0:x1] = True
+    return m
+
+
+FINDS = [FoundPerson.from_mask(_mask(25, 62)), FoundPerson.from_mask(_mask(66, 105))]
+
+
+def _history(*rounds: dict) -> PromptHistory:
+    h = PromptHistory([])
+    for r in rounds:
+        h.add(RoundPrompts.from_dict(r, SHAPE[1], SHAPE[0]))
+    return h
+
+
+def _box(*rounds: dict) -> list[float] | None:
+    k = marked_find(_history(*rounds), FINDS, SHAPE, SHAPE)
+    return None if k is None else [LEFT, RIGHT][k]
+
+
+def test_a_click_on_one_finds_mask_takes_that_finds_box():
+    assert _box({"clicks": [[30.0, 60.0, True]]}) == LEFT
+    assert _box({"clicks": [[100.0, 60.0, True]]}) == RIGHT
+    # Within a few pixels of the mask (upsampled masks run short of the outline) still counts ...
+    assert _box({"clicks": [[62.0, 60.0, True]]}) == LEFT
+    # ... but not a click in the box, off the mask: on fresh composites that was someone the finder missed.
+    assert _box({"clicks": [[40.0, 10.0, True]]}) is None
+    assert _box({"clicks": [[150.0, 60.0, True]]}) is None
+
+
+def test_a_click_within_reach_of_two_masks_takes_neither():
+    finds = [FoundPerson.from_mask(_mask(25, 62)), FoundPerson.from_mask(_mask(65, 105))]
+    history = _history({"clicks": [[63.0, 60.0, True]]})
+    assert marked_find(history, finds, SHAPE, SHAPE) is None
+
+
+def test_marks_on_two_people_or_a_negative_mark_on_the_find_leave_the_box_out():
+    assert _box({"clicks": [[30.0, 60.0, True], [100.0, 60.0, True]]}) is None
+    assert _box({"clicks": [[30.0, 60.0, True]]}, {"clicks": [[40.0, 100.0, False]]}) is None
+    assert _box({"clicks": [[30.0, 60.0, True]]}, {"clicks": [[100.0, 100.0, False]]}) == LEFT  # on the other
+    assert _box({"clicks": [[30.0, 60.0, False]]}) is None  # no positive mark
+    assert marked_find(_history({"clicks": [[30.0, 60.0, True]]}), [], SHAPE, SHAPE) is None
+
+
+def test_a_stroke_counts_by_its_share_of_vertices():
+    inside = [[30.0, 40.0 + 5 * k] for k in range(9)]
+    assert _box({"scribbles": [{"points": inside + [[75.0, 85.0]], "positive": True}]}) == LEFT  # 9 of 10
+    assert _box({"scribbles": [{"points": inside[:6] + [[150.0, 60.0]] * 4, "positive": True}]}) is None
+
+
+def test_marks_on_a_picture_of_another_size_are_scaled():
+    half = [FoundPerson.from_mask(_mask(25, 62)[::2, ::2])]
+    history = _history({"clicks": [[30.0, 60.0, True]]})
+    assert marked_find(history, half, (70, 80), SHAPE) == 0
+    assert marked_find(_history({"clicks": [[90.0, 60.0, True]]}), half, (70, 80), SHAPE) is None
+
+
+def test_the_box_grows_to_hold_every_positive_mark_within_the_image():
+    box = Box(*LEFT)  # 50 x 110
+    assert grown_box(box, _history({"clicks": [[30.0, 60.0, True]]}), 160, 140) == box  # inside: unchanged
+    grown = grown_box(box, _history({"clicks": [[30.0, 60.0, True]]}, {"clicks": [[80.0, 135.0, True]]}), 160, 140)
+    assert grown == Box(20.0, 20.0, 82.5, 140.0)  # 2.5 px right of the mark; the frame's edge below
+    # Negative marks do not move it.
+    assert grown_box(box, _history({"clicks": [[30.0, 60.0, True], [5.0, 5.0, False]]}), 160, 140) == box
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("w") / "tiny.pt")
+
+
+@pytest.mark.parametrize(("on", "agreement", "used"), [(False, 0.9, False), (True, 0.9, True), (True, 0.1, False)])
+def test_the_networks_see_the_finds_box_as_a_prompt_for_the_session(weights, monkeypatch, on, agreement, used):
+    import backend.runtime.engine
+    import backend.runtime.people
+    from backend.runtime.people import Found
+
+    image = np.random.default_rng(0).integers(0, 256, (*SHAPE, 3), dtype=np.uint8)
+
+    class _Finder:
+        def find(self, picture, **_):
+            return Found(small=picture, people=[(LEFT, _mask(25, 62)), (RIGHT, _mask(66, 105))])
+
+    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, *_: _Finder())
+    # How well the marks' own answer agrees with the find decides; the tiny test network's answer is noise.
+    compared = []
+    monkeypatch.setattr(backend.runtime.engine, "_agreement", lambda mask, *_: compared.append(mask) or agreement)
+    engine = Engine.load(device="cpu", weights=weights, runtime="torch",
+                         options=EngineOptions(pose_prior=False, click_box=on, focus=False))
+    seen = []
+    original = engine._localise
+    monkeypatch.setattr(engine, "_localise", lambda s, history, new, *a: seen.append(
+        (history.rounds[0].box, new.box)) or original(s, history, new, *a))
+    sid = engine.open(image)
+    engine.predict(sid, {"clicks": [[30.0, 60.0, True]]})
+    assert seen[-1] == ((Box(*LEFT), Box(*LEFT)) if used else (None, None))
+    assert ("click_box" in engine.rules(sid)[0]) is used
+    if on:  # the find's mask was compared with the marks' answer
+        assert compared and compared[0][0].sum() == _mask(25, 62).sum()
+    assert "box_support" not in engine.rules(sid)[0]  # the matte is not bounded by a box the user never drew
+    compared.clear()
+    engine.predict(sid, {"clicks": [[150.0, 60.0, True]]})  # beyond the box: the matte may grow there
+    engine.predict(sid, {"clicks": [[40.0, 100.0, False]]})
+    # The first round's choice holds for the session, without asking again; the session keeps the user's prompts.
+    assert [("click_box" in r) for r in engine.rules(sid)] == [used] * 3 and not compared
+    # ... and the box the networks see grows to hold the positive click beyond it (5 % of its width further).
+    assert seen[-1] == ((Box(20.0, 20.0, 152.5, 130.0), None) if used else (None, None))
+    assert engine._sessions[sid].history.box is None
+    engine.reset(sid)
+    engine.predict(sid, {"clicks": [[100.0, 60.0, True], [150.0, 60.0, True]]})  # after a reset: marks on no one find
+    assert "click_box" not in engine.rules(sid)[0]
+    engine.predict(sid, {"clicks": [[100.0, 60.0, True]]})
+    assert "click_box" not in engine.rules(sid)[1]
