@@ -6,10 +6,9 @@ marks but no box and no text, and the positive marks lie on one find, the networ
 session, as if the user had drawn it before the first mark. The choice is made in the first round and kept for the
 session (giving the box up in a later round turned a box-led session into a marks-only one halfway, and corrective
 rounds lost more than the first round won); the box the networks see grows to hold every later positive mark
-(`grown_box`). Unlike a drawn box it never bounds the matte (`box_support` reads the
-user's prompts), so a later click beyond it still adds to the matte, and the session keeps what the user gave. The
-engine also asks the networks' own answer to the marks to agree with the find's mask
-(`backend.runtime.engine.CLICK_BOX_AGREEMENT`).
+(`grown_box`). Unlike a drawn box it never bounds the matte (`box_support` reads the user's prompts), so a later
+click beyond it still adds to the matte, and the session keeps what the user gave. The engine also asks the networks'
+own answer to the marks to agree with the find's mask (`backend.runtime.engine.CLICK_BOX_AGREEMENT`).
 """
 
 from __future__ import annotations
@@ -55,8 +54,6 @@ def _near(find: FoundPerson, c: float, r: float) -> bool:
     c0, r0 = max(int(c) - g, x0), max(int(r) - g, y0)
     c1, r1 = min(int(c) + g + 1, x1), min(int(r) + g + 1, y1)
     return c0 < c1 and r0 < r1 and bool(find.mask[r0 - y0:r1 - y0, c0 - x0:c1 - x0].any())
-
-
 
 
 def grown_box(box: Box, history: PromptHistory, width: int, height: int) -> Box:

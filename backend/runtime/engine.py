@@ -460,12 +460,13 @@ class Engine:
             s.others_given = s.marks_given = False
             box = self._grounded_box(s, history)
             implied: Box | None = None
+            own_first: np.ndarray | None = None  # the marks' own first-round answer, when click_box asked for it
             if box is not None:
                 fired.append("text_grounding")
                 seen_new = replace(new, box=Box(*box))
                 seen = PromptHistory([*s.history.rounds, seen_new])
             elif self.options.click_box and history.box is None and history.text is None:
-                implied = self._click_box(s, history) if len(history) == 1 else s.click_box
+                implied, own_first = self._click_box(s, history) if len(history) == 1 else (s.click_box, None)
                 if implied is not None:
                     # As if drawn before the first mark: later rounds are corrections of a box session.
                     fired.append("click_box")
@@ -478,7 +479,8 @@ class Engine:
                     fired.append("box_snap")
                     seen = PromptHistory([replace(r, box=snapped) if r.box is not None else r for r in seen.rounds])
                     seen_new = seen.rounds[-1]
-            coarse = self._localise(s, seen, seen_new)
+            # Without the implied box the networks were asked exactly this already.
+            coarse = own_first if own_first is not None and implied is None else self._localise(s, seen, seen_new)
             if s.marks_given:
                 fired.append("marks_iscn")
             if s.others_given:
@@ -615,20 +617,20 @@ class Engine:
         pick = choose(history.text, candidates, self._text_encoder().embed_many, self.options.text_match)
         return None if pick is None else candidates[pick].box
 
-    def _click_box(self, s: _Session, history: PromptHistory) -> Box | None:
+    def _click_box(self, s: _Session, history: PromptHistory) -> tuple[Box | None, np.ndarray | None]:
         """The detector box of the found person a first round's marks are on (`backend.runtime.click_box`), or None
         when the marks are on no single find or the networks' own answer to the marks is someone else: a find whose
         mask agrees with it less than `CLICK_BOX_AGREEMENT` (IoU; a click on a person the finder missed lands in a
-        neighbour's box)."""
+        neighbour's box); and that answer (the ISCN grid without a box) when it was computed."""
         finds = self._people_masks(s)
         k = marked_find(history, finds, s.found_shape, s.image.shape[:2])
         if k is None:
-            return None
+            return None, None
         own = self._localise(s, history, history.rounds[-1])
         if _agreement((finds[k].paste(s.found_shape), 1.0), own, s.letterbox, s.image.shape[:2]) \
                 < CLICK_BOX_AGREEMENT:
-            return None
-        return Box(*s.found_boxes[k])
+            return None, own
+        return Box(*s.found_boxes[k]), own
 
     def _pose_prior(self, s: _Session, history: PromptHistory,
                     average: bool = True) -> tuple[np.ndarray, float] | None:
