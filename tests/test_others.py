@@ -227,3 +227,14 @@ def test_cut_grid_follows_a_focus_region():
     assert np.allclose(cut[:8, 8:], 0.0, atol=1e-5) and np.all(cut[:8, :8] == 1.0)
     assert np.all(cut[8:] == 1.0)  # the square's padding holds no photo
     assert np.all(grid == 1.0)  # a copy: the caller's grid stays as it was
+
+
+def test_a_point_is_near_a_find_within_reach_of_its_mask_not_of_its_rectangle():
+    mask = np.zeros((40, 40), bool)
+    mask[10:30, 10:20] = True
+    mask[10:12, 20:30] = True  # an arm: the rectangle reaches x = 29, the body x = 19
+    find = FoundPerson.from_mask(mask)
+    assert find.near(15.0, 20.0) and find.near(22.0, 20.0)  # inside; 3 px beyond the body
+    assert not find.near(24.0, 20.0)  # inside the rectangle, 5 px from the mask
+    assert find.reaches(24.0, 20.0)
+    assert find.near(15.0, 32.0) and not find.near(15.0, 34.0)  # below the feet: 3 px reach, not 5

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from backend.dfimat.prompts import Box, PromptHistory
 from backend.runtime.marks import points
-from backend.runtime.others import MARK_REACH_PX, FoundPerson
+from backend.runtime.others import FoundPerson
 
 # Set before the first measurement: strokes wander past a find's mask at the outline, clicks do not.
 MIN_SHARE = 0.8  # of the positive marks (clicks and stroke vertices) on one find's mask
@@ -26,7 +26,7 @@ GROW_MARGIN = 0.05  # of the box's side: a positive mark beyond the find's box i
 
 def marked_find(history: PromptHistory, finds: Sequence[FoundPerson], found_shape: tuple[int, int],
                 image_shape: tuple[int, int]) -> int | None:
-    """Index of the one find whose mask holds (within `MARK_REACH_PX`) at least `MIN_SHARE` of the history's
+    """Index of the one find whose mask holds (`FoundPerson.near`) at least `MIN_SHARE` of the history's
     positive marks and none of its negative ones, or None."""
     if not finds:
         return None
@@ -40,20 +40,10 @@ def marked_find(history: PromptHistory, finds: Sequence[FoundPerson], found_shap
     # neighbour's box is the wrong prompt (fresh composites: a click in a find's box but off its mask was on someone
     # else 11 times in 12, on its mask 4 times in 202).
     share = MIN_SHARE * len(positives)
-    holding = [k for k, find in enumerate(finds) if sum(_near(find, c, r) for c, r in positives) >= share]
+    holding = [k for k, find in enumerate(finds) if sum(find.near(c, r) for c, r in positives) >= share]
     if len(holding) != 1 or any(finds[holding[0]].holds(c, r) for c, r in negatives):
         return None
     return holding[0]
-
-
-def _near(find: FoundPerson, c: float, r: float) -> bool:
-    """Whether (col c, row r) on the finder's picture is within `MARK_REACH_PX` of the find's mask: its masks are
-    upsampled and run short of the outline and of the frame's edge."""
-    x0, y0, x1, y1 = find.rect
-    g = MARK_REACH_PX
-    c0, r0 = max(int(c) - g, x0), max(int(r) - g, y0)
-    c1, r1 = min(int(c) + g + 1, x1), min(int(r) + g + 1, y1)
-    return c0 < c1 and r0 < r1 and bool(find.mask[r0 - y0:r1 - y0, c0 - x0:c1 - x0].any())
 
 
 def grown_box(box: Box, history: PromptHistory, width: int, height: int) -> Box:

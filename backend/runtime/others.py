@@ -73,6 +73,15 @@ class FoundPerson:
         g = MARK_REACH_PX
         return bool(self.mask.size) and x0 - g <= c < x1 + g and y0 - g <= r < y1 + g
 
+    def near(self, c: float, r: float) -> bool:
+        """Whether (col c, row r) on the finder's picture is within `MARK_REACH_PX` of this find's mask (its masks are
+        upsampled and run short of the outline and of the frame's edge); unlike `reaches`, not merely its rectangle."""
+        x0, y0, x1, y1 = self.rect
+        g = MARK_REACH_PX
+        c0, r0 = max(int(c) - g, x0), max(int(r) - g, y0)
+        c1, r1 = min(int(c) + g + 1, x1), min(int(r) + g + 1, y1)
+        return c0 < c1 and r0 < r1 and bool(self.mask[r0 - y0:r1 - y0, c0 - x0:c1 - x0].any())
+
     def holds(self, c: float, r: float) -> bool:
         """Whether the pixel (col c, row r) on the finder's picture is in this find's mask."""
         x0, y0, x1, y1 = self.rect
