@@ -231,3 +231,37 @@ def test_the_quick_paint_is_shared_by_the_crops(pair: np.ndarray) -> None:
     crop = quick.crop(10, 20, 110, 220)
     assert crop.quick and np.shares_memory(crop.image, quick.image)
     np.testing.assert_array_equal(_Blur(pair).image, cv2.GaussianBlur(pair, (0, 0), sigmaX=sigma))
+
+
+def test_mediapipe_passes_paint_each_find_out_to_its_grown_mask_and_no_further(pair: np.ndarray) -> None:
+    """The detector's next call sees the picture with exactly the found mask grown by `PAINT_GROW_PX` blurred, also
+    for a find at the picture's edge (the paint is made within the mask's rectangle)."""
+    import threading
+    from types import SimpleNamespace
+
+    from backend.runtime.people import PAINT_GROW_PX, PoseDetector, _Blur
+
+    h, w = pair.shape[:2]
+    first, second = np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
+    first[20:90, 0:30] = 1.0  # touches the left edge
+    second[40:120, w // 2:w // 2 + 25] = 1.0
+    seen: list[np.ndarray] = []
+    masks = iter([first, second, None])
+
+    def process(work: np.ndarray) -> SimpleNamespace:
+        seen.append(work.copy())
+        return SimpleNamespace(segmentation_mask=next(masks))
+
+    detector = PoseDetector.__new__(PoseDetector)
+    detector._pose, detector._lock = SimpleNamespace(process=process), threading.Lock()
+    detector.max_people, detector.threshold = 5, 0.5
+    blur = _Blur(pair, quick=True)
+    found = detector._passes(pair, blur)
+    assert len(found) == 2 and len(seen) == 3
+    np.testing.assert_array_equal(seen[0], pair)  # the caller's picture is not painted
+    kernel = np.ones((2 * PAINT_GROW_PX + 1,) * 2, np.uint8)
+    expected = pair.copy()
+    for mask, after in ((first, seen[1]), (second, seen[2])):
+        grown = cv2.dilate((mask > 0.5).astype(np.uint8), kernel) > 0
+        expected[grown] = blur.image[grown]
+        np.testing.assert_array_equal(after, expected)

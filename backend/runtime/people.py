@@ -34,6 +34,7 @@ MIN_MASK_FRACTION = 0.002  # a "person" smaller than this share of the image is 
 # 62 -> 61 %). Kept as a setting for detectors whose masks run short of the person.
 BOX_PADDING = 0.0
 DUPLICATE_OVERLAP = 0.5  # of the smaller mask: two finds overlapping this much are one person
+PAINT_GROW_PX = 7  # a found person is painted out this far beyond their mask (edges the mask missed)
 FACE_CROP_WIDTH = 5.0  # face widths: shoulders and arms
 FACE_CROP_ABOVE = 0.7  # face heights above the face box: hair
 FACE_CROP_BELOW = 8.0  # face heights below the face box's top: a standing body is ~7.5 heads tall
@@ -115,8 +116,16 @@ class PoseDetector:
         found: list[np.ndarray] = []
 
         def paint(mask: np.ndarray) -> None:
-            grown = cv2.dilate(mask.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
-            work[grown] = blur.image[grown]
+            # Within the mask's rectangle grown by the dilation's reach only: the same pixels, without a full-size
+            # dilation and boolean copy per find (~3 ms each at 1280 px).
+            rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+            if not rows.size:
+                return
+            r = PAINT_GROW_PX
+            y0, y1 = max(0, rows[0] - r), min(mask.shape[0], rows[-1] + r + 1)
+            x0, x1 = max(0, cols[0] - r), min(mask.shape[1], cols[-1] + r + 1)
+            grown = cv2.dilate(mask[y0:y1, x0:x1].astype(np.uint8), np.ones((2 * r + 1,) * 2, np.uint8)) > 0
+            np.copyto(work[y0:y1, x0:x1], blur.image[y0:y1, x0:x1], where=grown[..., None])
 
         if painted is not None and painted.any():
             paint(painted)
@@ -126,7 +135,7 @@ class PoseDetector:
                 if result.segmentation_mask is None:
                     break
                 mask = result.segmentation_mask > self.threshold
-                if mask.mean() < MIN_MASK_FRACTION:
+                if np.count_nonzero(mask) / mask.size < MIN_MASK_FRACTION:
                     break
                 # The paint-out can leave enough of a person for a second, overlapping find: keep the first.
                 if not any(_overlap(mask, m) > DUPLICATE_OVERLAP for m in found):
@@ -238,7 +247,7 @@ def heavy_blur(picture: np.ndarray, sigma: float) -> np.ndarray:
 
 def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over the smaller mask's area."""
-    return float((a & b).sum()) / max(1, min(int(a.sum()), int(b.sum())))
+    return np.count_nonzero(a & b) / max(1, min(np.count_nonzero(a), np.count_nonzero(b)))
 
 
 def _box_of(mask: np.ndarray, scale: float, width: int, height: int) -> list[float]:
