@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from backend.runtime.local import SEAM_PX, keep_local, reach
+from backend.runtime.local import LATE_ROUND, SEAM_PX, keep_local, reach
 
 H, W = 200, 300
 
@@ -65,3 +66,41 @@ def test_growth_only_undoes_far_additions_and_keeps_far_shrinking():
     assert keep_local(alpha, (previous * 255).astype(np.uint8), [(60.0, 40.0)], growth_only=True)
     result = alpha > 0.5
     assert not result[90, 230] and not result[170, 80]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    from backend.dfimat.model import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("w") / "tiny.pt")
+
+
+@pytest.mark.parametrize(("mode", "from_round"), [("off", None), ("all", 2), ("late", LATE_ROUND)])
+def test_the_engine_keeps_corrections_local_from_the_round_its_setting_names(weights, monkeypatch, mode, from_round):
+    import backend.runtime.engine
+    from backend.runtime.engine import Engine
+    from backend.runtime.options import EngineOptions
+
+    calls = []
+
+    def spy(alpha, previous, marks, growth_only=False):
+        calls.append((previous.shape, list(marks), growth_only))
+        return True
+
+    monkeypatch.setattr(backend.runtime.engine, "keep_local", spy)
+    engine = Engine.load(device="cpu", weights=weights, runtime="torch", options=EngineOptions(
+        pose_prior=False, focus=False, take_out_others=False, local_corrections=mode))
+    image = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    sid = engine.open(image)
+    clicks = [[150.0, 100.0, True], [60.0, 40.0, False], [150.0, 170.0, True], [250.0, 100.0, False],
+              [140.0, 60.0, True], [200.0, 150.0, False]]
+    for click in clicks:
+        engine.predict(sid, {"clicks": [click]})
+    fired = [k + 1 for k, r in enumerate(engine.rules(sid)) if "local_corrections" in r]
+    assert fired == ([] if from_round is None else list(range(from_round, len(clicks) + 1)))
+    # Each restore compares with the previous round's matte and looks at that round's new marks only.
+    assert [m for _, m, _ in calls] == [[tuple(c[:2])] for c in clicks[(from_round or 99) - 1:]]
+    assert all(shape == (H, W) and not growth for shape, _, growth in calls)
+    engine.reset(sid)  # a reset starts the count again
+    engine.predict(sid, {"clicks": [clicks[0]]})
+    assert "local_corrections" not in engine.rules(sid)[0]

@@ -85,7 +85,7 @@ from backend.runtime.focus import (
     target_extent,
 )
 from backend.runtime.grounding import Candidate, choose, describe
-from backend.runtime.local import keep_local
+from backend.runtime.local import LATE_ROUND, keep_local
 from backend.runtime.marks import drop_unmarked_parts, keep_marks, points
 from backend.runtime.options import EngineOptions
 from backend.runtime.others import FoundPerson, prompted_others, take_out_others
@@ -578,7 +578,8 @@ class Engine:
                 cell = view.size / grid.shape[0] / view.scale  # one grid cell in image pixels
                 keep_marks(alpha, history, lambda rect: _coarse_on(grid, view, rect), cell)
             if self.options.local_corrections != "off" and s.last_alpha is not None and new.box is None \
-                    and new.text is None and (new.clicks or new.scribbles):
+                    and new.text is None and (new.clicks or new.scribbles) \
+                    and (self.options.local_corrections != "late" or len(history) >= LATE_ROUND):
                 if keep_local(alpha, s.last_alpha, [(x, y) for x, y, _ in points(new)],
                               growth_only=self.options.local_corrections == "growth"):
                     fired.append("local_corrections")
