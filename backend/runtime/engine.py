@@ -38,6 +38,10 @@ is kept on its side of the returned matte, a click in a disk as large as the coa
 allows (up to a few grid cells), a stroke along its painted width; the MRN, which does not see the marks, had undone
 corrective clicks the ISCN had obeyed.
 
+Local corrections (default from a session's fourth round; $DFIMAT_LOCAL_CORRECTIONS=off / all / growth / late; see
+`backend.runtime.local`): a corrective click or stroke changes the matte only where the change connects to it, the
+previous round's matte comes back elsewhere.
+
 Other people out (default on; `Engine.load(take_out_others=False)` or $DFIMAT_TAKE_OUT_OTHERS=0 turns it off; see
 `backend.runtime.others`): in a session with a box and no text, the people the finder found other than the one the matte
 selects are taken out of the matte, except anyone a positive click or stroke lies on.
