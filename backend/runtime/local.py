@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from backend.runtime.extent import mask_rect
+
 # "late" (`EngineOptions.local_corrections`): from this round of a session on (the third corrective mark after a first
 # round). Far changes help while the matte is still poor and are neutral once it is good (fresh composites, second
 # rounds: -0.026 IoU when undone at IoU 0.5-0.8 before the round, +0.000 at >= 0.9), and by then most mattes are good.
@@ -41,9 +43,7 @@ def keep_local(alpha: np.ndarray, previous: np.ndarray, marks: Sequence[tuple[fl
     # Everything below happens within the changes' rectangle grown by the seam: the same pixels, a few ms less per
     # round at 1 MP (the whole-image labelling and lookups were most of it).
     h, w = changed.shape
-    rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
-    y0, y1 = max(0, rows[0] - SEAM_PX), min(h, rows[-1] + SEAM_PX + 1)
-    x0, x1 = max(0, cols[0] - SEAM_PX), min(w, cols[-1] + SEAM_PX + 1)
+    x0, y0, x1, y1 = mask_rect(changed, SEAM_PX)
     changed = changed[y0:y1, x0:x1]
     count, labels = cv2.connectedComponents(changed.astype(np.uint8), connectivity=8)
     near = np.zeros(changed.shape, np.uint8)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from backend.runtime.extent import mask_rect
 from backend.runtime.people import DUPLICATE_OVERLAP
 
 # The matte must match one find this well (IoU of alpha > 0.5) before the other finds count as other people: below
@@ -43,11 +44,11 @@ class FoundPerson:
 
     @classmethod
     def from_mask(cls, mask: np.ndarray) -> FoundPerson:
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        if not rows.size:
+        rect = mask_rect(mask)
+        if rect is None:
             return cls((0, 0, 0, 0), np.zeros((0, 0), bool))
-        x0, y0, x1, y1 = int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-        return cls((x0, y0, x1, y1), mask[y0:y1, x0:x1].copy())
+        x0, y0, x1, y1 = rect
+        return cls(rect, mask[y0:y1, x0:x1].copy())
 
     def iou(self, selected: np.ndarray, selected_area: int) -> float:
         """IoU with the boolean mask ``selected`` of the finder's picture (``selected_area`` its pixel count), counted

@@ -18,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from backend.runtime.extent import mask_rect
 from backend.runtime.finder import corner_crops
 from backend.runtime.options import FINDERS
 from backend.runtime.pose_prior import MIN_CROP, PoseOnCrop
@@ -118,12 +119,11 @@ class PoseDetector:
         def paint(mask: np.ndarray) -> None:
             # Within the mask's rectangle grown by the dilation's reach only: the same pixels, without a full-size
             # dilation and boolean copy per find (~3 ms each at 1280 px).
-            rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-            if not rows.size:
+            rect = mask_rect(mask, PAINT_GROW_PX)
+            if rect is None:
                 return
+            x0, y0, x1, y1 = rect
             r = PAINT_GROW_PX
-            y0, y1 = max(0, rows[0] - r), min(mask.shape[0], rows[-1] + r + 1)
-            x0, x1 = max(0, cols[0] - r), min(mask.shape[1], cols[-1] + r + 1)
             grown = cv2.dilate(mask[y0:y1, x0:x1].astype(np.uint8), np.ones((2 * r + 1,) * 2, np.uint8)) > 0
             np.copyto(work[y0:y1, x0:x1], blur.image[y0:y1, x0:x1], where=grown[..., None])
 
