@@ -94,8 +94,11 @@ def test_the_engine_keeps_corrections_local_from_the_round_its_setting_names(wei
     sid = engine.open(image)
     clicks = [[150.0, 100.0, True], [60.0, 40.0, False], [150.0, 170.0, True], [250.0, 100.0, False],
               [140.0, 60.0, True], [200.0, 150.0, False]]
-    for click in clicks:
+    for k, click in enumerate(clicks, start=1):
         engine.predict(sid, {"clicks": [click]})
+        # The round's matte is kept only when the next round may restore from it.
+        kept = engine._sessions[sid].last_alpha is not None
+        assert kept == (from_round is not None and k + 1 >= from_round)
     fired = [k + 1 for k, r in enumerate(engine.rules(sid)) if "local_corrections" in r]
     assert fired == ([] if from_round is None else list(range(from_round, len(clicks) + 1)))
     # Each restore compares with the previous round's matte and looks at that round's new marks only.

@@ -89,7 +89,7 @@ from backend.runtime.focus import (
     target_extent,
 )
 from backend.runtime.grounding import Candidate, choose, describe
-from backend.runtime.local import LATE_ROUND, keep_local
+from backend.runtime.local import acts_in, keep_local
 from backend.runtime.marks import drop_unmarked_parts, keep_marks, points
 from backend.runtime.options import EngineOptions
 from backend.runtime.others import FoundPerson, prompted_others, take_out_others
@@ -315,7 +315,7 @@ class _Session:
     rules: list[tuple[str, ...]] = field(default_factory=list)
     others_given: bool = False  # this round's ISCN saw other people (`EngineOptions.others_input`)
     marks_given: bool = False  # this round went to the marks ISCN (`EngineOptions.marks_iscn`)
-    # The last returned matte × 255, while `EngineOptions.local_corrections` needs it.
+    # The last returned matte × 255, when the next round's local corrections may need it (`local.acts_in`).
     last_alpha: np.ndarray | None = None
 
     def nbytes(self) -> int:
@@ -581,9 +581,8 @@ class Engine:
                 view, grid = focused if focused is not None else (s.letterbox, coarse)
                 cell = view.size / grid.shape[0] / view.scale  # one grid cell in image pixels
                 keep_marks(alpha, history, lambda rect: _coarse_on(grid, view, rect), cell)
-            if self.options.local_corrections != "off" and s.last_alpha is not None and new.box is None \
-                    and new.text is None and (new.clicks or new.scribbles) \
-                    and (self.options.local_corrections != "late" or len(history) >= LATE_ROUND):
+            if acts_in(self.options.local_corrections, len(history)) and s.last_alpha is not None \
+                    and new.box is None and new.text is None and (new.clicks or new.scribbles):
                 if keep_local(alpha, s.last_alpha, [(x, y) for x, y, _ in points(new)],
                               growth_only=self.options.local_corrections == "growth"):
                     fired.append("local_corrections")
@@ -598,7 +597,8 @@ class Engine:
                     focused = (focused[0], _cut_grid(focused[1], focused[0], removed[y0:y1, x0:x1]))
             s.history, s.prev = history, coarse
             s.click_box = implied if "click_box" in fired else None
-            s.last_alpha = None if self.options.local_corrections == "off" else (alpha * 255.0 + 0.5).astype(np.uint8)
+            s.last_alpha = (alpha * 255.0 + 0.5).astype(np.uint8) \
+                if acts_in(self.options.local_corrections, len(history) + 1) else None
             s.kept_prior = kept
             s.focus_prev = None if focused is None else (focused[0].region, focused[1])
             s.rules.append(tuple(fired))

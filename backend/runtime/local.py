@@ -27,6 +27,13 @@ MIN_REACH_PX = 8
 SEAM_PX = 2  # a restored region is grown by this much so its soft edge comes back with it
 
 
+def acts_in(mode: str, round_number: int) -> bool:
+    """Whether local corrections set to ``mode`` (`EngineOptions.local_corrections`) act in a session's round
+    ``round_number`` (1 = the first): never when "off", from the second round on, or from `LATE_ROUND` on when
+    "late". The engine keeps a round's matte only when the next round may need it."""
+    return mode != "off" and round_number >= (LATE_ROUND if mode == "late" else 2)
+
+
 def reach(height: int, width: int) -> int:
     """The radius in pixels within which a change counts as the new mark's."""
     return max(MIN_REACH_PX, round(REACH_FRACTION * float(np.hypot(height, width))))
