@@ -596,7 +596,7 @@ class Engine:
                     x0, y0, x1, y1 = focused[0].region
                     focused = (focused[0], _cut_grid(focused[1], focused[0], removed[y0:y1, x0:x1]))
             s.history, s.prev = history, coarse
-            s.click_box = implied if "click_box" in fired else None
+            s.click_box = implied  # None unless click_box chose a find (then it fired)
             s.last_alpha = (alpha * 255.0 + 0.5).astype(np.uint8) \
                 if acts_in(self.options.local_corrections, len(history) + 1) else None
             s.kept_prior = kept
