@@ -7,7 +7,7 @@ import pytest
 
 from backend.dfimat.model import build_tiny_checkpoint
 from backend.dfimat.prompts import Box, PromptHistory, RoundPrompts
-from backend.runtime.click_box import grown_box, marked_find
+from backend.runtime.click_box import grown_box, marked_find, refused
 from backend.runtime.engine import Engine
 from backend.runtime.options import EngineOptions
 from backend.runtime.others import FoundPerson
@@ -74,6 +74,23 @@ def test_marks_on_a_picture_of_another_size_are_scaled():
     assert marked_find(_history({"clicks": [[90.0, 60.0, True]]}), half, (70, 80), SHAPE) is None
 
 
+def test_a_negative_mark_on_the_chosen_finds_mask_refuses_it():
+    find = FINDS[0]  # mask: rows 25-124, columns 25-61
+
+    def _refused(marks: dict, found_shape=SHAPE, f=find) -> bool:
+        return refused(f, RoundPrompts.from_dict(marks, SHAPE[1], SHAPE[0]), found_shape, SHAPE)
+
+    assert _refused({"clicks": [[40.0, 100.0, False]]})
+    assert not _refused({"clicks": [[40.0, 100.0, True]]})  # a positive mark there confirms it
+    # Just beside the outline a negative click corrects the edge, not the choice of person.
+    assert not _refused({"clicks": [[63.0, 100.0, False]]})
+    assert not _refused({"clicks": [[100.0, 100.0, False]]})  # on the other person
+    assert _refused({"scribbles": [{"points": [[70.0, 60.0], [50.0, 60.0]], "positive": False}]})  # a stroke's vertex
+    half = FoundPerson.from_mask(_mask(25, 62)[::2, ::2])  # masks on the finder's smaller picture
+    assert _refused({"clicks": [[40.0, 100.0, False]]}, (70, 80), half)
+    assert not _refused({"clicks": [[80.0, 100.0, False]]}, (70, 80), half)
+
+
 def test_the_box_grows_to_hold_every_positive_mark_within_the_image():
     box = Box(*LEFT)  # 50 x 110
     assert grown_box(box, _history({"clicks": [[30.0, 60.0, True]]}), 160, 140) == box  # inside: unchanged
@@ -121,12 +138,17 @@ def test_the_networks_see_the_finds_box_as_a_prompt_for_the_session(weights, mon
     assert "box_support" not in engine.rules(sid)[0]  # the matte is not bounded by a box the user never drew
     compared.clear()
     engine.predict(sid, {"clicks": [[150.0, 60.0, True]]})  # beyond the box: the matte may grow there
-    engine.predict(sid, {"clicks": [[40.0, 100.0, False]]})
+    engine.predict(sid, {"clicks": [[40.0, 131.0, False]]})  # below the find's mask
     # The first round's choice holds for the session, without asking again; the session keeps the user's prompts.
     assert [("click_box" in r) for r in engine.rules(sid)] == [used] * 3 and not compared
     # ... and the box the networks see grows to hold the positive click beyond it (5 % of its width further).
     assert seen[-1] == ((Box(20.0, 20.0, 152.5, 130.0), None) if used else (None, None))
     assert engine._sessions[sid].history.box is None
+    # A negative click on the find's mask gives its box up for the rest of the session.
+    engine.predict(sid, {"clicks": [[40.0, 100.0, False]]})
+    engine.predict(sid, {"clicks": [[30.0, 60.0, True]]})
+    assert [("click_box" in r) for r in engine.rules(sid)] == [used] * 3 + [False] * 2 and not compared
+    assert seen[-1] == (None, None)
     engine.reset(sid)
     engine.predict(sid, {"clicks": [[100.0, 60.0, True], [150.0, 60.0, True]]})  # after a reset: marks on no one find
     assert "click_box" not in engine.rules(sid)[0]

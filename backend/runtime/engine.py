@@ -78,7 +78,7 @@ from backend.dfimat.prompt_tensors import build_prompt_tensors, collate
 from backend.dfimat.prompts import Box, PromptError, PromptHistory, RoundPrompts
 from backend.dfimat.selector import select_mask
 from backend.runtime.box_snap import snapped_box
-from backend.runtime.click_box import grown_box, marked_find
+from backend.runtime.click_box import grown_box, marked_find, refused
 from backend.runtime.focus import (
     FOCUS_CACHE,
     RegionBox,
@@ -309,8 +309,9 @@ class _Session:
     found_boxes: list[list[float]] = field(default_factory=list)  # the same finds' boxes in image pixels
     # The first round's pose prior, joined at the MRN's crop in later rounds until a mark contradicts it.
     kept_prior: tuple[np.ndarray, float] | None = None
-    # The found person's box the first round's marks chose (`EngineOptions.click_box`), kept for the session.
-    click_box: Box | None = None
+    # The found person the first round's marks chose and its box (`EngineOptions.click_box`), kept for the session
+    # until a negative mark lands on that person.
+    click_box: tuple[FoundPerson, Box] | None = None
     # Per round, the rules around the networks that shaped its answer (`Engine.rules`).
     rules: list[tuple[str, ...]] = field(default_factory=list)
     others_given: bool = False  # this round's ISCN saw other people (`EngineOptions.others_input`)
@@ -463,18 +464,21 @@ class Engine:
             fired: list[str] = []
             s.others_given = s.marks_given = False
             box = self._grounded_box(s, history)
-            implied: Box | None = None
+            implied: tuple[FoundPerson, Box] | None = None
             own_first: np.ndarray | None = None  # the marks' own first-round answer, when click_box asked for it
             if box is not None:
                 fired.append("text_grounding")
                 seen_new = replace(new, box=Box(*box))
                 seen = PromptHistory([*s.history.rounds, seen_new])
             elif self.options.click_box and history.box is None and history.text is None:
-                implied, own_first = self._click_box(s, history) if len(history) == 1 else (s.click_box, None)
+                if len(history) == 1:
+                    implied, own_first = self._click_box(s, history)
+                elif s.click_box is not None and not refused(s.click_box[0], new, s.found_shape, s.image.shape[:2]):
+                    implied = s.click_box
                 if implied is not None:
                     # As if drawn before the first mark: later rounds are corrections of a box session.
                     fired.append("click_box")
-                    shown = grown_box(implied, history, w, h)
+                    shown = grown_box(implied[1], history, w, h)
                     seen = PromptHistory([replace(seen.rounds[0], box=shown), *seen.rounds[1:]])
                     seen_new = seen.rounds[-1]
             elif self.options.box_snap and history.box is not None and history.text is None:
@@ -596,7 +600,7 @@ class Engine:
                     x0, y0, x1, y1 = focused[0].region
                     focused = (focused[0], _cut_grid(focused[1], focused[0], removed[y0:y1, x0:x1]))
             s.history, s.prev = history, coarse
-            s.click_box = implied  # None unless click_box chose a find (then it fired)
+            s.click_box = implied  # None unless click_box chose a find that no negative mark has refused (then it fired)
             s.last_alpha = (alpha * 255.0 + 0.5).astype(np.uint8) \
                 if acts_in(self.options.local_corrections, len(history) + 1) else None
             s.kept_prior = kept
@@ -622,8 +626,9 @@ class Engine:
         pick = choose(history.text, candidates, self._text_encoder().embed_many, self.options.text_match)
         return None if pick is None else candidates[pick].box
 
-    def _click_box(self, s: _Session, history: PromptHistory) -> tuple[Box | None, np.ndarray | None]:
-        """The detector box of the found person a first round's marks are on (`backend.runtime.click_box`), or None
+    def _click_box(self, s: _Session, history: PromptHistory
+                   ) -> tuple[tuple[FoundPerson, Box] | None, np.ndarray | None]:
+        """The found person a first round's marks are on and its detector box (`backend.runtime.click_box`), or None
         when the marks are on no single find or the networks' own answer to the marks is someone else: a find whose
         mask agrees with it less than `CLICK_BOX_AGREEMENT` (IoU; a click on a person the finder missed lands in a
         neighbour's box); and that answer (the ISCN grid without a box) when it was computed."""
@@ -635,7 +640,7 @@ class Engine:
         if _agreement((finds[k].paste(s.found_shape), 1.0), own, s.letterbox, s.image.shape[:2]) \
                 < CLICK_BOX_AGREEMENT:
             return None, own
-        return Box(*s.found_boxes[k]), own
+        return (finds[k], Box(*s.found_boxes[k])), own
 
     def _pose_prior(self, s: _Session, history: PromptHistory,
                     average: bool = True) -> tuple[np.ndarray, float] | None:

@@ -99,12 +99,12 @@ class EngineOptions:
     # their small-people mosaics: 15 % looser box +0.006 [+0.001, +0.010], tight box -0.004 [-0.006, -0.001], so off.
     box_snap: bool = False
     # A session with marks but no box and no text: when its first round's positive marks lie on one found person's
-    # mask and the networks' own answer agrees with it, that person's detector box prompts the networks for the
-    # session, as if drawn before the marks, grown to hold later positive marks (`backend.runtime.click_box`); it never
-    # bounds the matte. Fresh composites and their small-people mosaics: clicks @1 +0.081 [+0.067, +0.094], scribbles
-    # r1 +0.095, corrective click rounds losing > 0.02 IoU 6.6 -> 5.0 %, but @5 +0.002 [-0.006, +0.010] (rule: lower
-    # bound > -0.005); without the growth, held-out scribbles r5 -0.015 [-0.031, -0.003]. Off (docs/experiments.md).
-    click_box: bool = False
+    # mask and the networks' own answer agrees with it, that person's detector box prompts the networks, as if drawn
+    # before the marks, grown to hold later positive marks, until a negative mark lands on that person's mask
+    # (`backend.runtime.click_box`); it never bounds the matte. Fresh composites (synth-v23 and its mosaics): clicks
+    # @1 +0.074 [+0.061, +0.089], @5 +0.003 [-0.003, +0.010], scribbles r1 +0.078; held-out clicks @1 +0.028
+    # [+0.009, +0.047], NoC@90 12.94 -> 12.53, @5 -0.005 [-0.014, +0.003] (docs/experiments.md, "People networks").
+    click_box: bool = True
     # A box round's pose prior is left out when its mask and the networks' own answer agree less than this (IoU);
     # 0 = always used. Why: the pose model segments the most prominent person of its crop, which for a target
     # standing behind someone is the person in front. Fresh composites (synth-v5): box +0.003 [+0.001, +0.004],
