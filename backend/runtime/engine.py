@@ -46,6 +46,11 @@ Other people out (default on; `Engine.load(take_out_others=False)` or $DFIMAT_TA
 `backend.runtime.others`): in a session with a box and no text, the people the finder found other than the one the matte
 selects are taken out of the matte, except anyone a positive click or stroke lies on.
 
+A found person's box for marks (default on; $DFIMAT_CLICK_BOX=0 turns it off; see `backend.runtime.click_box`): in a
+session with marks and no box or text, when the first round's positive marks lie on one found person's mask and the
+networks' own answer to the marks agrees with it, that person's detector box prompts the networks as if drawn before
+the marks, grown to hold later positive marks, until a negative mark lands on that person; it never bounds the matte.
+
 Text grounding (default on; `Engine.load(text_grounding=False)` or $DFIMAT_TEXT_GROUNDING=0 turns it off; see
 `backend.runtime.grounding`): while a session's prompts are text only, the people in the photo are found once (by
 the finder `EngineOptions.grounding_finder` names), the person the sentence names by side, order, colour, size or
