@@ -7,7 +7,7 @@ import pytest
 
 from backend.dfimat.model import build_tiny_checkpoint
 from backend.dfimat.prompts import Box, PromptHistory, RoundPrompts
-from backend.runtime.click_box import grown_box, marked_find, refused
+from backend.runtime.click_box import Chosen, grown_box, marked_find, refused
 from backend.runtime.engine import Engine
 from backend.runtime.options import EngineOptions
 from backend.runtime.others import FoundPerson
@@ -78,7 +78,7 @@ def test_a_negative_mark_on_the_chosen_finds_mask_refuses_it():
     find = FINDS[0]  # mask: rows 25-124, columns 25-61
 
     def _refused(marks: dict, found_shape=SHAPE, f=find) -> bool:
-        return refused(f, RoundPrompts.from_dict(marks, SHAPE[1], SHAPE[0]), found_shape, SHAPE)
+        return refused(Chosen(f, Box(*LEFT), found_shape), RoundPrompts.from_dict(marks, SHAPE[1], SHAPE[0]), SHAPE)
 
     assert _refused({"clicks": [[40.0, 100.0, False]]})
     assert not _refused({"clicks": [[40.0, 100.0, True]]})  # a positive mark there confirms it

@@ -6,16 +6,18 @@ marks but no box and no text, and the positive marks lie on one find, the networ
 session, as if the user had drawn it before the first mark. The choice is made in the first round and kept for the
 session (giving the box up in a later round turned a box-led session into a marks-only one halfway, and corrective
 rounds lost more than the first round won); the box the networks see grows to hold every later positive mark
-(`grown_box`). One thing does end it: a negative mark on the chosen find's mask (`refused`) says the find was someone
+(`grown_box`). One thing ends it: a negative mark on the chosen find's mask (`refused`) says the find was someone
 else, or held someone else, and the session goes on with the marks alone (without this, sessions whose first round
-took a wrong find's box stayed under it for five rounds of negative clicks). Unlike a drawn box it never bounds the matte (`box_support` reads the user's prompts), so a later
-click beyond it still adds to the matte, and the session keeps what the user gave. The engine also asks the networks'
-own answer to the marks to agree with the find's mask (`backend.runtime.engine.CLICK_BOX_AGREEMENT`).
+took a wrong find's box stayed under it for five rounds of negative clicks). Unlike a drawn box it never bounds the
+matte (`box_support` reads the user's prompts), so a later click beyond it still adds to the matte, and the session
+keeps what the user gave. The engine also asks the networks' own answer to the marks to agree with the find's mask
+(`backend.runtime.engine.CLICK_BOX_AGREEMENT`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from backend.dfimat.prompts import Box, PromptHistory, RoundPrompts
 from backend.runtime.marks import points
@@ -48,12 +50,21 @@ def marked_find(history: PromptHistory, finds: Sequence[FoundPerson], found_shap
     return holding[0]
 
 
-def refused(find: FoundPerson, new: RoundPrompts, found_shape: tuple[int, int], image_shape: tuple[int, int]) -> bool:
-    """Whether a negative mark of the round ``new`` (a click or a stroke's vertex) lies on ``find``'s mask. The mask
-    itself, not `FoundPerson.near`: a negative click just outside the person's outline corrects the matte's edge, not
-    the choice of person."""
-    sy, sx = found_shape[0] / image_shape[0], found_shape[1] / image_shape[1]
-    return any(find.holds(x * sx, y * sy) for x, y, positive in points(new) if not positive)
+class Chosen(NamedTuple):
+    """The find a session's first marks chose: its mask on the finder's picture of ``found_shape``, and its detector
+    box in image pixels."""
+
+    find: FoundPerson
+    box: Box
+    found_shape: tuple[int, int]
+
+
+def refused(chosen: Chosen, new: RoundPrompts, image_shape: tuple[int, int]) -> bool:
+    """Whether a negative mark of the round ``new`` (a click or a stroke's vertex) lies on the chosen find's mask. The
+    mask itself, not `FoundPerson.near`: a negative click just outside the person's outline corrects the matte's edge,
+    not the choice of person."""
+    sy, sx = chosen.found_shape[0] / image_shape[0], chosen.found_shape[1] / image_shape[1]
+    return any(chosen.find.holds(x * sx, y * sy) for x, y, positive in points(new) if not positive)
 
 
 def grown_box(box: Box, history: PromptHistory, width: int, height: int) -> Box:

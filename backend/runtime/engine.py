@@ -83,7 +83,7 @@ from backend.dfimat.prompt_tensors import build_prompt_tensors, collate
 from backend.dfimat.prompts import Box, PromptError, PromptHistory, RoundPrompts
 from backend.dfimat.selector import select_mask
 from backend.runtime.box_snap import snapped_box
-from backend.runtime.click_box import grown_box, marked_find, refused
+from backend.runtime.click_box import Chosen, grown_box, marked_find, refused
 from backend.runtime.focus import (
     FOCUS_CACHE,
     RegionBox,
@@ -316,7 +316,7 @@ class _Session:
     kept_prior: tuple[np.ndarray, float] | None = None
     # The found person the first round's marks chose and its box (`EngineOptions.click_box`), kept for the session
     # until a negative mark lands on that person.
-    click_box: tuple[FoundPerson, Box] | None = None
+    click_box: Chosen | None = None
     # Per round, the rules around the networks that shaped its answer (`Engine.rules`).
     rules: list[tuple[str, ...]] = field(default_factory=list)
     others_given: bool = False  # this round's ISCN saw other people (`EngineOptions.others_input`)
@@ -469,7 +469,7 @@ class Engine:
             fired: list[str] = []
             s.others_given = s.marks_given = False
             box = self._grounded_box(s, history)
-            implied: tuple[FoundPerson, Box] | None = None
+            implied: Chosen | None = None
             own_first: np.ndarray | None = None  # the marks' own first-round answer, when click_box asked for it
             if box is not None:
                 fired.append("text_grounding")
@@ -478,12 +478,12 @@ class Engine:
             elif self.options.click_box and history.box is None and history.text is None:
                 if len(history) == 1:
                     implied, own_first = self._click_box(s, history)
-                elif s.click_box is not None and not refused(s.click_box[0], new, s.found_shape, s.image.shape[:2]):
+                elif s.click_box is not None and not refused(s.click_box, new, s.image.shape[:2]):
                     implied = s.click_box
                 if implied is not None:
                     # As if drawn before the first mark: later rounds are corrections of a box session.
                     fired.append("click_box")
-                    shown = grown_box(implied[1], history, w, h)
+                    shown = grown_box(implied.box, history, w, h)
                     seen = PromptHistory([replace(seen.rounds[0], box=shown), *seen.rounds[1:]])
                     seen_new = seen.rounds[-1]
             elif self.options.box_snap and history.box is not None and history.text is None:
@@ -632,7 +632,7 @@ class Engine:
         return None if pick is None else candidates[pick].box
 
     def _click_box(self, s: _Session, history: PromptHistory
-                   ) -> tuple[tuple[FoundPerson, Box] | None, np.ndarray | None]:
+                   ) -> tuple[Chosen | None, np.ndarray | None]:
         """The found person a first round's marks are on and its detector box (`backend.runtime.click_box`), or None
         when the marks are on no single find or the networks' own answer to the marks is someone else: a find whose
         mask agrees with it less than `CLICK_BOX_AGREEMENT` (IoU; a click on a person the finder missed lands in a
@@ -645,7 +645,7 @@ class Engine:
         if _agreement((finds[k].paste(s.found_shape), 1.0), own, s.letterbox, s.image.shape[:2]) \
                 < CLICK_BOX_AGREEMENT:
             return None, own
-        return (finds[k], Box(*s.found_boxes[k])), own
+        return Chosen(finds[k], Box(*s.found_boxes[k]), s.found_shape), own
 
     def _pose_prior(self, s: _Session, history: PromptHistory,
                     average: bool = True) -> tuple[np.ndarray, float] | None:
