@@ -34,8 +34,7 @@ def marked_find(history: PromptHistory, finds: Sequence[FoundPerson], found_shap
     positive marks and none of its negative ones, or None."""
     if not finds:
         return None
-    sy, sx = found_shape[0] / image_shape[0], found_shape[1] / image_shape[1]
-    marks = [(x * sx, y * sy, positive) for x, y, positive in points(history.merged())]
+    marks = _on_picture(history.merged(), found_shape, image_shape)
     positives = [(c, r) for c, r, positive in marks if positive]
     negatives = [(c, r) for c, r, positive in marks if not positive]
     if not positives:
@@ -63,8 +62,15 @@ def refused(chosen: Chosen, new: RoundPrompts, image_shape: tuple[int, int]) -> 
     """Whether a negative mark of the round ``new`` (a click or a stroke's vertex) lies on the chosen find's mask. The
     mask itself, not `FoundPerson.near`: a negative click just outside the person's outline corrects the matte's edge,
     not the choice of person."""
-    sy, sx = chosen.found_shape[0] / image_shape[0], chosen.found_shape[1] / image_shape[1]
-    return any(chosen.find.holds(x * sx, y * sy) for x, y, positive in points(new) if not positive)
+    return any(chosen.find.holds(c, r) for c, r, positive in _on_picture(new, chosen.found_shape, image_shape)
+               if not positive)
+
+
+def _on_picture(prompts: RoundPrompts, found_shape: tuple[int, int], image_shape: tuple[int, int]
+                ) -> list[tuple[float, float, bool]]:
+    """The clicks and stroke vertices of ``prompts`` as (col, row, positive) on the finder's picture."""
+    sy, sx = found_shape[0] / image_shape[0], found_shape[1] / image_shape[1]
+    return [(x * sx, y * sy, positive) for x, y, positive in points(prompts)]
 
 
 def grown_box(box: Box, history: PromptHistory, width: int, height: int) -> Box:
