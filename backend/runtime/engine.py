@@ -46,6 +46,10 @@ Other people out (default on; `Engine.load(take_out_others=False)` or $DFIMAT_TA
 `backend.runtime.others`): in a session with a box and no text, the people the finder found other than the one the matte
 selects are taken out of the matte, except anyone a positive click or stroke lies on.
 
+A negative mark takes out the found person under it (default off; $DFIMAT_TAKE_OUT_REFUSED=1 turns it on; see
+`backend.runtime.others.take_out_refused`): a find whose mask holds a negative click or stroke and that no positive
+mark is near is cut out of the matte, in that round and every later one, once the matte holds at least half of it.
+
 A found person's box for marks (default on; $DFIMAT_CLICK_BOX=0 turns it off; see `backend.runtime.click_box`): in a
 session with marks and no box or text, when the first round's positive marks lie on one found person's mask and the
 networks' own answer to the marks agrees with it, that person's detector box prompts the networks as if drawn before
@@ -97,7 +101,7 @@ from backend.runtime.grounding import Candidate, choose, describe
 from backend.runtime.local import acts_in, keep_local
 from backend.runtime.marks import drop_unmarked_parts, keep_marks, points
 from backend.runtime.options import EngineOptions
-from backend.runtime.others import FoundPerson, prompted_others, take_out_others
+from backend.runtime.others import FoundPerson, prompted_others, take_out_others, take_out_refused
 from backend.runtime.people import Found
 from backend.runtime.pose_prior import (
     BOX_AVERAGE_PADDINGS,
@@ -580,6 +584,10 @@ class Engine:
                     fired.append("take_out_others")
                     if before is not None:
                         removed = np.where(before > 1e-3, 1.0 - alpha / np.maximum(before, 1e-3), 0.0)
+            negatives = [(x, y) for x, y, p in points(history.merged()) if not p]
+            if self.options.take_out_refused and negatives \
+                    and take_out_refused(alpha, self._people_masks(s), s.found_shape, positives, negatives):
+                fired.append("take_out_refused")
             if self.options.keep_marks and (history.clicks or history.scribbles):
                 # Without a box the person is where the positive marks are; with one, two parts inside it may both
                 # be the person (an arm beyond an occluder), and box support already bounds the matte.
@@ -616,8 +624,8 @@ class Engine:
     def rules(self, sid: str) -> list[tuple[str, ...]]:
         """Per round of the session since it was opened or reset, the names of the rules around the networks that
         shaped the answer, in the order they acted: text_grounding, click_box, box_snap, marks_iscn, others_input,
-        loose_box, pose_prior, kept_prior, focus, focus_hold, box_support, take_out_others, drop_unmarked_parts,
-        keep_marks, local_corrections (see `EngineOptions` and the module doc)."""
+        loose_box, pose_prior, kept_prior, focus, focus_hold, box_support, take_out_others, take_out_refused,
+        drop_unmarked_parts, keep_marks, local_corrections (see `EngineOptions` and the module doc)."""
         with self._lock:
             return list(self._get(sid).rules)
 

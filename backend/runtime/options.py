@@ -122,6 +122,12 @@ class EngineOptions:
     # "first", validation clicks @3 +0.006 [+0.001, +0.010] over "first" alone, but against no take-out @5 still
     # -0.003 [-0.008, +0.002] and more corrective rounds losing > 0.02 IoU (3.5 -> 4.1 %).
     take_out_prev: bool = False
+    # A found person a negative mark lies on (and no positive mark is near) is cut out of the matte once the matte
+    # has engulfed at least half of them (`backend.runtime.others.take_out_refused`). Off: on fresh composites it
+    # hardly fires (clicks @5 -0.001 [-0.004, +0.001], drops 6.5 -> 6.6 %), so it failed its rule; on the held-out
+    # photos, run afterwards as a diagnostic that cannot adopt it, clicks @5 +0.023 [+0.007, +0.045] (8 better, 0
+    # worse) and the mean leak after five clicks 80 -> 19 % (docs/experiments.md, "People networks").
+    take_out_refused: bool = False
     # A box whose crops mediapipe finds nobody in gets BlazePose's mask of the person centred on the box as its prior.
     # Off: validation one box -0.002 [-0.005, +0.000].
     box_prior_fallback: bool = False
@@ -224,6 +230,7 @@ ENV_VARS = {
     "int8_mrn": "DFIMAT_INT8_MRN",
     "take_out_marks": "DFIMAT_TAKE_OUT_MARKS",
     "take_out_prev": "DFIMAT_TAKE_OUT_PREV",
+    "take_out_refused": "DFIMAT_TAKE_OUT_REFUSED",
     "box_prior_fallback": "DFIMAT_BOX_PRIOR_FALLBACK",
     "release_prior": "DFIMAT_RELEASE_PRIOR",
     "local_corrections": "DFIMAT_LOCAL_CORRECTIONS",
