@@ -17,14 +17,13 @@ torch.set_num_threads(1)
 H, W = 100, 160
 
 
-def _person(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
-    m = np.zeros((H, W), bool)
-    m[y0:y1, x0:x1] = True
-    return m
+def _find(x0: int, y0: int, x1: int, y1: int) -> FoundPerson:
+    """A rectangular person on the finder's picture (H x W)."""
+    return FoundPerson((x0, y0, x1, y1), np.ones((y1 - y0, x1 - x0), bool))
 
 
-LEFT, RIGHT = _person(20, 10, 60, 90), _person(60, 10, 100, 90)  # side by side, touching
-PEOPLE = [FoundPerson.from_mask(LEFT), FoundPerson.from_mask(RIGHT)]
+PEOPLE = [_find(20, 10, 60, 90), _find(60, 10, 100, 90)]  # side by side, touching
+LEFT, RIGHT = (p.paste((H, W)) for p in PEOPLE)
 
 
 def _both() -> np.ndarray:
@@ -41,7 +40,7 @@ def test_a_negative_click_on_an_engulfed_person_takes_them_out_and_spares_the_cl
 
 def test_nothing_is_cut_unless_the_matte_engulfs_the_refused_person():
     alpha = LEFT.astype(np.float32)
-    spill = _person(60, 10, 100, 40)  # 30 of RIGHT's 80 rows: less than REFUSED_ENGULFED of them
+    spill = _find(60, 10, 100, 40).paste((H, W))  # 30 of RIGHT's 80 rows: less than REFUSED_ENGULFED of them
     assert spill.sum() < REFUSED_ENGULFED * RIGHT.sum()
     alpha[spill] = 1.0
     before = alpha.copy()
