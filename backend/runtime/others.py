@@ -135,14 +135,21 @@ def others_mask(selected: np.ndarray, people: Sequence[FoundPerson], spared: Col
         if i != target and i not in spared and p.overlap(goal) <= DUPLICATE_OVERLAP:
             x0, y0, x1, y1 = p.rect
             out[y0:y1, x0:x1] |= p.mask
+    _clear_grown(out, goal)
+    return out if out.any() else None
+
+
+def _clear_grown(out: np.ndarray, person: FoundPerson) -> None:
+    """Clear ``person``'s mask, grown by `TARGET_GROW_PX`, from ``out`` (the finder's picture) in place."""
     g = TARGET_GROW_PX
-    grown = cv2.dilate(np.pad(goal.mask, g).astype(np.uint8), np.ones((2 * g + 1, 2 * g + 1), np.uint8)) > 0
-    x0, y0, x1, y1 = goal.rect
-    h, w = selected.shape
+    if not person.mask.size:
+        return
+    grown = cv2.dilate(np.pad(person.mask, g).astype(np.uint8), np.ones((2 * g + 1, 2 * g + 1), np.uint8)) > 0
+    x0, y0, x1, y1 = person.rect
+    h, w = out.shape
     cx0, cy0 = max(0, x0 - g), max(0, y0 - g)  # the grown rectangle, clipped to the picture
     cx1, cy1 = min(w, x1 + g), min(h, y1 + g)
     out[cy0:cy1, cx0:cx1] &= ~grown[cy0 - (y0 - g):cy1 - (y0 - g), cx0 - (x0 - g):cx1 - (x0 - g)]
-    return out if out.any() else None
 
 
 def _beside(shape: tuple[int, int], people: Sequence[FoundPerson], spared: Collection[int],
@@ -200,13 +207,19 @@ def take_out_others(alpha: np.ndarray, people: Sequence[FoundPerson], picture_sh
     out = others_mask(on_picture > 0.5, people, spared, marked_is_target, box)
     if out is None:
         return False
-    if (ph, pw) == (h, w):
+    _cut(alpha, out)
+    return True
+
+
+def _cut(alpha: np.ndarray, out: np.ndarray) -> None:
+    """Zero ``alpha`` (H x W, in place) where ``out`` (the finder's picture, possibly smaller) is set."""
+    h, w = alpha.shape
+    if out.shape == (h, w):
         alpha[out] = 0.0
     else:
         # Upsampled linearly, so the cut follows the finder's outline without blocks on a large photo.
         keep = 1.0 - cv2.resize(out.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
         np.multiply(alpha, keep, out=alpha)
-    return True
 
 
 # `prompted_others`: a find whose rectangle matches the box at least this share of the best match's IoU may be the
@@ -287,18 +300,9 @@ def take_out_refused(alpha: np.ndarray, people: Sequence[FoundPerson], picture_s
         mask = people[i].mask
         if np.count_nonzero(mask & selected[y0:y1, x0:x1]) >= REFUSED_ENGULFED * max(1, np.count_nonzero(mask)):
             out[y0:y1, x0:x1] |= mask
-    g = TARGET_GROW_PX
-    kernel = np.ones((2 * g + 1, 2 * g + 1), np.uint8)
     for i in spared:
-        x0, y0, x1, y1 = people[i].rect
-        grown = cv2.dilate(np.pad(people[i].mask, g).astype(np.uint8), kernel) > 0
-        cx0, cy0, cx1, cy1 = max(0, x0 - g), max(0, y0 - g), min(pw, x1 + g), min(ph, y1 + g)
-        out[cy0:cy1, cx0:cx1] &= ~grown[cy0 - (y0 - g):cy1 - (y0 - g), cx0 - (x0 - g):cx1 - (x0 - g)]
+        _clear_grown(out, people[i])
     if not out.any():
         return False
-    if (ph, pw) == (h, w):
-        alpha[out] = 0.0
-    else:
-        # Upsampled linearly, as `take_out_others` does.
-        np.multiply(alpha, 1.0 - cv2.resize(out.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR), out=alpha)
+    _cut(alpha, out)
     return True
