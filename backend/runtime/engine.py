@@ -584,10 +584,10 @@ class Engine:
                     fired.append("take_out_others")
                     if before is not None:
                         removed = np.where(before > 1e-3, 1.0 - alpha / np.maximum(before, 1e-3), 0.0)
-            negatives = [(x, y) for x, y, p in points(history.merged()) if not p]
-            if self.options.take_out_refused and negatives \
-                    and take_out_refused(alpha, self._people_masks(s), s.found_shape, positives, negatives):
-                fired.append("take_out_refused")
+            if self.options.take_out_refused:
+                negatives = [(x, y) for x, y, p in points(history.merged()) if not p]
+                if negatives and take_out_refused(alpha, self._people_masks(s), s.found_shape, positives, negatives):
+                    fired.append("take_out_refused")
             if self.options.keep_marks and (history.clicks or history.scribbles):
                 # Without a box the person is where the positive marks are; with one, two parts inside it may both
                 # be the person (an arm beyond an occluder), and box support already bounds the matte.
