@@ -200,7 +200,7 @@ def take_out_others(alpha: np.ndarray, people: Sequence[FoundPerson], picture_sh
         return False
     h, w = alpha.shape
     ph, pw = picture_shape
-    on_picture = alpha if (ph, pw) == (h, w) else cv2.resize(alpha, (pw, ph), interpolation=cv2.INTER_AREA)
+    on_picture = _on_picture(alpha, picture_shape)
     spared = marked(people, positives, (pw / w, ph / h)) if positives else set()
     box = None if off_box is None else (off_box[0] * pw / w, off_box[1] * ph / h, off_box[2] * pw / w,
                                         off_box[3] * ph / h)
@@ -209,6 +209,12 @@ def take_out_others(alpha: np.ndarray, people: Sequence[FoundPerson], picture_sh
         return False
     _cut(alpha, out)
     return True
+
+
+def _on_picture(alpha: np.ndarray, picture_shape: tuple[int, int]) -> np.ndarray:
+    """``alpha`` (H x W) on the finder's picture of ``picture_shape``: itself, or area-averaged down to it."""
+    ph, pw = picture_shape
+    return alpha if alpha.shape == (ph, pw) else cv2.resize(alpha, (pw, ph), interpolation=cv2.INTER_AREA)
 
 
 def _cut(alpha: np.ndarray, out: np.ndarray) -> None:
@@ -293,7 +299,7 @@ def take_out_refused(alpha: np.ndarray, people: Sequence[FoundPerson], picture_s
     refused = {i for x, y in negatives for i, p in enumerate(people) if p.holds(x * sx, y * sy)} - spared
     if not refused:
         return False
-    selected = (alpha if (ph, pw) == (h, w) else cv2.resize(alpha, (pw, ph), interpolation=cv2.INTER_AREA)) > 0.5
+    selected = _on_picture(alpha, picture_shape) > 0.5
     out = np.zeros((ph, pw), bool)
     for i in refused:
         x0, y0, x1, y1 = people[i].rect
