@@ -569,7 +569,8 @@ class Engine:
                     fine = focused[1].copy()
                     _cut_to(fine, self._grid_rect(support, focused[0], fine.shape[0]))
                     focused = (focused[0], fine)
-            positives = [(x, y) for x, y, p in points(history.merged()) if p]
+            marks = points(history.merged())
+            positives = [(x, y) for x, y, p in marks if p]
             removed: np.ndarray | None = None  # per pixel, the share of the matte the take-out cut
             if self.options.take_out_others and (
                     (history.box is not None and history.text is None)
@@ -585,7 +586,7 @@ class Engine:
                     if before is not None:
                         removed = np.where(before > 1e-3, 1.0 - alpha / np.maximum(before, 1e-3), 0.0)
             if self.options.take_out_refused:
-                negatives = [(x, y) for x, y, p in points(history.merged()) if not p]
+                negatives = [(x, y) for x, y, p in marks if not p]
                 if negatives and take_out_refused(alpha, self._people_masks(s), s.found_shape, positives, negatives):
                     fired.append("take_out_refused")
             if self.options.keep_marks and (history.clicks or history.scribbles):
