@@ -51,11 +51,12 @@ def marked_find(history: PromptHistory, finds: Sequence[FoundPerson], found_shap
 
 class Chosen(NamedTuple):
     """The find a session's first marks chose: its mask on the finder's picture of ``found_shape``, and its detector
-    box in image pixels."""
+    box in image pixels; ``weak``: a person the finder left out, confirmed by the marks (`backend.runtime.weak_box`)."""
 
     find: FoundPerson
     box: Box
     found_shape: tuple[int, int]
+    weak: bool = False
 
 
 def refused(chosen: Chosen, new: RoundPrompts, image_shape: tuple[int, int]) -> bool:

@@ -54,6 +54,9 @@ A found person's box for marks (default on; $DFIMAT_CLICK_BOX=0 turns it off; se
 session with marks and no box or text, when the first round's positive marks lie on one found person's mask and the
 networks' own answer to the marks agrees with it, that person's detector box prompts the networks as if drawn before
 the marks, grown to hold later positive marks, until a negative mark lands on that person; it never bounds the matte.
+When the first round's marks lie on nobody found (default on; $DFIMAT_WEAK_BOX=0 turns it off; see
+`backend.runtime.weak_box`), a NanoDet box under the finder's floor that holds them, whose BlazePose mask holds them
+too, is that person's box for the first round only.
 
 Text grounding (default on; `Engine.load(text_grounding=False)` or $DFIMAT_TEXT_GROUNDING=0 turns it off; see
 `backend.runtime.grounding`): while a session's prompts are text only, the people in the photo are found once (by
@@ -86,8 +89,9 @@ from backend.dfimat.mrn import input_size as mrn_input_size
 from backend.dfimat.prompt_tensors import build_prompt_tensors, collate
 from backend.dfimat.prompts import Box, PromptError, PromptHistory, RoundPrompts
 from backend.dfimat.selector import select_mask
+from backend.runtime import weak_box
 from backend.runtime.box_snap import snapped_box
-from backend.runtime.click_box import Chosen, grown_box, marked_find, refused
+from backend.runtime.click_box import MIN_SHARE, Chosen, grown_box, marked_find, refused
 from backend.runtime.focus import (
     FOCUS_CACHE,
     RegionBox,
@@ -102,7 +106,7 @@ from backend.runtime.local import acts_in, keep_local
 from backend.runtime.marks import drop_unmarked_parts, keep_marks, points
 from backend.runtime.options import EngineOptions
 from backend.runtime.others import FoundPerson, prompted_others, take_out_others, take_out_refused
-from backend.runtime.people import Found
+from backend.runtime.people import Found, detector_box
 from backend.runtime.pose_prior import (
     BOX_AVERAGE_PADDINGS,
     MARKS_AVERAGE_CROPS,
@@ -487,6 +491,8 @@ class Engine:
                 if implied is not None:
                     # As if drawn before the first mark: later rounds are corrections of a box session.
                     fired.append("click_box")
+                    if implied.weak:
+                        fired.append("weak_box")
                     shown = grown_box(implied.box, history, w, h)
                     seen = PromptHistory([replace(seen.rounds[0], box=shown), *seen.rounds[1:]])
                     seen_new = seen.rounds[-1]
@@ -614,7 +620,9 @@ class Engine:
                     x0, y0, x1, y1 = focused[0].region
                     focused = (focused[0], _cut_grid(focused[1], focused[0], removed[y0:y1, x0:x1]))
             s.history, s.prev = history, coarse
-            s.click_box = implied  # None unless click_box chose a find that no negative mark has refused (then it fired)
+            # None unless click_box chose a find that no negative mark has refused (then it fired). A weak box answers
+            # the first round only: kept, it held real-photo sessions in for twenty rounds (docs/experiments.md).
+            s.click_box = None if implied is not None and implied.weak else implied
             s.last_alpha = (alpha * 255.0 + 0.5).astype(np.uint8) \
                 if acts_in(self.options.local_corrections, len(history) + 1) else None
             s.kept_prior = kept
@@ -624,9 +632,10 @@ class Engine:
 
     def rules(self, sid: str) -> list[tuple[str, ...]]:
         """Per round of the session since it was opened or reset, the names of the rules around the networks that
-        shaped the answer, in the order they acted: text_grounding, click_box, box_snap, marks_iscn, others_input,
-        loose_box, pose_prior, kept_prior, focus, focus_hold, box_support, take_out_others, take_out_refused,
-        drop_unmarked_parts, keep_marks, local_corrections (see `EngineOptions` and the module doc)."""
+        shaped the answer, in the order they acted: text_grounding, click_box, weak_box, box_snap, marks_iscn,
+        others_input, loose_box, pose_prior, kept_prior, focus, focus_hold, box_support, take_out_others,
+        take_out_refused, drop_unmarked_parts, keep_marks, local_corrections (see `EngineOptions` and the module
+        doc)."""
         with self._lock:
             return list(self._get(sid).rules)
 
@@ -649,12 +658,39 @@ class Engine:
         finds = self._people_masks(s)
         k = marked_find(history, finds, s.found_shape, s.image.shape[:2])
         if k is None:
-            return None, None
+            return (self._weak_find(s, history) if self.options.weak_box else None), None
         own = self._localise(s, history, history.rounds[-1])
         if _agreement((finds[k].paste(s.found_shape), 1.0), own, s.letterbox, s.image.shape[:2]) \
                 < CLICK_BOX_AGREEMENT:
             return None, own
         return Chosen(finds[k], Box(*s.found_boxes[k]), s.found_shape), own
+
+    def _weak_find(self, s: _Session, history: PromptHistory) -> Chosen | None:
+        """A person the finder left out whom the first round's marks confirm (`backend.runtime.weak_box`): a NanoDet
+        box under the finder's floor that holds the positive marks, with BlazePose's mask of it holding them too;
+        None when there is none, or the networks cannot run."""
+        from backend.runtime.person_nets import BlazePoseSeg, NanoDet
+
+        h, w = s.image.shape[:2]
+        positives = [(x, y) for x, y, p in points(history.merged()) if p]
+        if not positives or not s.found_shape[0]:
+            return None
+        try:
+            boxes = NanoDet(weak_box.MIN_SCORE, threads=torch.get_num_threads())(s.image)
+            tried = weak_box.candidate_boxes(boxes.boxes, boxes.scores, s.found_boxes, positives, MIN_SHARE)
+            if not tried:
+                return None
+            masks = BlazePoseSeg(threads=torch.get_num_threads())(s.image, boxes.boxes[tried])
+        except Exception:  # a missing or failing model must not cost the user the round
+            log.exception("the weak-box search failed on this image; the marks answer alone")
+            return None
+        fh, fw = s.found_shape
+        for i, found in zip(tried, masks, strict=True):
+            small = cv2.resize(found.full(h, w), (fw, fh), interpolation=cv2.INTER_AREA) >= 0.5
+            person = FoundPerson.from_mask(small)
+            if marked_find(history, [person], s.found_shape, s.image.shape[:2]) == 0:
+                return Chosen(person, Box(*detector_box(boxes.boxes[i], w, h)), s.found_shape, weak=True)
+        return None
 
     def _pose_prior(self, s: _Session, history: PromptHistory,
                     average: bool = True) -> tuple[np.ndarray, float] | None:

@@ -105,6 +105,11 @@ class EngineOptions:
     # @1 +0.074 [+0.061, +0.089], @5 +0.003 [-0.003, +0.010], scribbles r1 +0.078; held-out clicks @1 +0.028
     # [+0.009, +0.047], NoC@90 12.94 -> 12.53, @5 -0.005 [-0.014, +0.003] (docs/experiments.md, "People networks").
     click_box: bool = True
+    # ... and when the first round's marks lie on no find, a NanoDet box under the finder's floor that holds them
+    # (and whose BlazePose mask holds them) prompts the networks in that round (`backend.runtime.weak_box`). Fresh
+    # composites (synth-v31 and its mosaics): clicks @1 +0.009 [+0.003, +0.016], @5 +0.001; held-out clicks @1
+    # +0.025 [+0.006, +0.050], @10 -0.002 [-0.007, +0.003], scribbles r1 +0.013 (docs/experiments.md).
+    weak_box: bool = True
     # A box round's pose prior is left out when its mask and the networks' own answer agree less than this (IoU);
     # 0 = always used. Why: the pose model segments the most prominent person of its crop, which for a target
     # standing behind someone is the person in front. Fresh composites (synth-v5): box +0.003 [+0.001, +0.004],
@@ -222,6 +227,7 @@ ENV_VARS = {
     "keep_two_poses": "DFIMAT_KEEP_TWO_POSES",
     "split_two_poses": "DFIMAT_SPLIT_TWO_POSES",
     "click_box": "DFIMAT_CLICK_BOX",
+    "weak_box": "DFIMAT_WEAK_BOX",
     "detector_boxes": "DFIMAT_DETECTOR_BOXES",
     "every_person_tiles": "DFIMAT_EVERY_PERSON_TILES",
     "off_box": "DFIMAT_OFF_BOX",

@@ -1,0 +1,41 @@
+"""A person the finder left out, confirmed by the user's marks: a weak detector box becomes `click_box`'s choice.
+
+Why: on the held-out photos, 21 of the 131 click sessions start with a click on nobody the finder found. The
+networks then answer from the click alone, and on a small person in a crowd that answer is often a large neighbour
+(five clicks later IoU 0.02-0.08 in six of them). For most of these people NanoDet does have a box, scored under the
+finder's floor (0.4): the finder cannot keep such boxes for everyone (on fresh composites a lower floor found fewer
+people, `docs/experiments.md`), but a positive click inside one is evidence the finder lacked. So, in a marks-only
+first round whose marks lie on no find, the highest-scored NanoDet box that holds the positive marks and is nobody
+found already is segmented by BlazePose; when that mask holds the marks too, the box and mask become `click_box`'s
+`Chosen` (the networks see the box, a negative mark on the mask ends it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from backend.runtime.finder import box_iou
+
+# Set before the first measurement.
+MIN_SCORE = 0.2  # NanoDet's person score: below this, held-out boxes holding a click were mostly not the person
+NEW_IOU = 0.5  # a box this alike a found person's box is that person (their mask missed the marks: not this rule)
+MAX_TRIED = 3  # boxes segmented at most per round (BlazePose ~20 ms each)
+
+
+def candidate_boxes(boxes: np.ndarray, scores: np.ndarray, found_boxes: Sequence[Sequence[float]],
+                    positives: Sequence[tuple[float, float]], min_share: float) -> list[int]:
+    """Indices of ``boxes`` (N, 4, image px) scored at least `MIN_SCORE`, holding at least ``min_share`` of the
+    positive marks (x, y) and alike no found box (IoU < `NEW_IOU`), highest score first, at most `MAX_TRIED`."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if not len(boxes) or not positives:
+        return []
+    pts = np.asarray(positives, np.float32).reshape(-1, 2)
+    inside = ((pts[None, :, 0] >= boxes[:, None, 0]) & (pts[None, :, 0] <= boxes[:, None, 2])
+              & (pts[None, :, 1] >= boxes[:, None, 1]) & (pts[None, :, 1] <= boxes[:, None, 3])).mean(axis=1)
+    ok = (np.asarray(scores) >= MIN_SCORE) & (inside >= min_share)
+    if len(found_boxes):
+        ok &= box_iou(boxes, np.asarray(found_boxes, np.float32)).max(axis=1) < NEW_IOU
+    order = [int(i) for i in np.argsort(-np.asarray(scores), kind="stable") if ok[i]]
+    return order[:MAX_TRIED]
