@@ -9,7 +9,7 @@ from backend.dfimat.prompts import Box
 from backend.runtime.engine import Engine
 from backend.runtime.options import EngineOptions
 from backend.runtime.person_nets import Boxes, CropMask
-from backend.runtime.weak_box import MAX_TRIED, MIN_SCORE, candidate_boxes
+from backend.runtime.weak_box import MAX_TRIED, MIN_SCORE, candidate_boxes, on_picture
 
 SHAPE = (140, 160)
 FOUND = [20.0, 20.0, 70.0, 130.0]  # the one person the finder found, on the left
@@ -37,6 +37,17 @@ def test_candidates_come_highest_score_first_and_at_most_max_tried():
     scores = np.linspace(0.25, 0.39, n)
     assert candidate_boxes(boxes, scores, [], [CLICK], 0.8) == list(range(n - 1, n - 1 - MAX_TRIED, -1))
     assert candidate_boxes(boxes, scores, [], [], 0.8) == []
+
+
+def test_blazeposes_mask_lands_on_a_downscaled_finder_picture():
+    mask = np.zeros((100, 40), np.float32)
+    mask[:, 10:30] = 1.0  # image columns 90-110 of the crop at x 80-120, rows 30-130
+    crop = CropMask(mask, (80, 30, 120, 130), 0.99, np.zeros((39, 5), np.float32))
+    person = on_picture(crop, (140, 160), (70, 80))  # the finder's picture at half size
+    assert person.rect == (40, 15, 60, 65)
+    assert person.holds(50, 40) and not person.holds(42, 40) and not person.holds(58, 40)
+    empty = CropMask(np.zeros((0, 0), np.float32), (0, 0, 0, 0), 0.0, np.zeros((39, 5), np.float32))
+    assert on_picture(empty, (140, 160), (70, 80)).mask.size == 0
 
 
 @pytest.fixture(scope="module")

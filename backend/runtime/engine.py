@@ -684,10 +684,8 @@ class Engine:
         except Exception:  # a missing or failing model must not cost the user the round
             log.exception("the weak-box search failed on this image; the marks answer alone")
             return None
-        fh, fw = s.found_shape
         for i, found in zip(tried, masks, strict=True):
-            small = cv2.resize(found.full(h, w), (fw, fh), interpolation=cv2.INTER_AREA) >= 0.5
-            person = FoundPerson.from_mask(small)
+            person = weak_box.on_picture(found, (h, w), s.found_shape)
             if marked_find(history, [person], s.found_shape, s.image.shape[:2]) == 0:
                 return Chosen(person, Box(*detector_box(boxes.boxes[i], w, h)), s.found_shape, weak=True)
         return None

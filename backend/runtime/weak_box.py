@@ -6,17 +6,22 @@ networks then answer from the click alone, and on a small person in a crowd that
 finder's floor (0.4): the finder cannot keep such boxes for everyone (on fresh composites a lower floor found fewer
 people, `docs/experiments.md`), but a positive click inside one is evidence the finder lacked. So, in a marks-only
 first round whose marks lie on no find, the highest-scored NanoDet box that holds the positive marks and is nobody
-found already is segmented by BlazePose; when that mask holds the marks too, the box and mask become `click_box`'s
-`Chosen` (the networks see the box, a negative mark on the mask ends it).
+found already is segmented by BlazePose; when that mask holds the marks too, the networks see the box in that round
+as `click_box` shows a find's. From the second round the session goes on with the marks alone: kept for the session,
+a weak box that was not quite the person held real-photo sessions in for twenty rounds (its mask, often short of the
+person, never met the negative clicks that would have ended it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
 from backend.runtime.finder import box_iou
+from backend.runtime.others import FoundPerson
+from backend.runtime.person_nets import CropMask
 
 # Set before the first measurement.
 MIN_SCORE = 0.2  # NanoDet's person score: below this, held-out boxes holding a click were mostly not the person
@@ -39,3 +44,16 @@ def candidate_boxes(boxes: np.ndarray, scores: np.ndarray, found_boxes: Sequence
         ok &= box_iou(boxes, np.asarray(found_boxes, np.float32)).max(axis=1) < NEW_IOU
     order = [int(i) for i in np.argsort(-np.asarray(scores), kind="stable") if ok[i]]
     return order[:MAX_TRIED]
+
+
+def on_picture(crop: CropMask, image_shape: tuple[int, int], picture_shape: tuple[int, int]) -> FoundPerson:
+    """BlazePose's mask of a crop (image pixels) as a find on the finder's picture of ``picture_shape``: only the
+    crop's rectangle is resized, so a 24 MP photo costs no full-size mask."""
+    (h, w), (ph, pw) = image_shape, picture_shape
+    x0, y0, x1, y1 = crop.rect
+    px0, py0 = int(np.floor(x0 * pw / w)), int(np.floor(y0 * ph / h))
+    px1, py1 = min(pw, max(px0 + 1, int(np.ceil(x1 * pw / w)))), min(ph, max(py0 + 1, int(np.ceil(y1 * ph / h))))
+    if crop.mask.size == 0 or px1 <= px0 or py1 <= py0:
+        return FoundPerson((0, 0, 0, 0), np.zeros((0, 0), bool))
+    mask = cv2.resize(crop.mask.astype(np.float32), (px1 - px0, py1 - py0), interpolation=cv2.INTER_AREA) >= 0.5
+    return FoundPerson((px0, py0, px1, py1), mask)
