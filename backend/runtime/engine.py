@@ -651,10 +651,11 @@ class Engine:
 
     def _click_box(self, s: _Session, history: PromptHistory
                    ) -> tuple[Chosen | None, np.ndarray | None]:
-        """The found person a first round's marks are on and its detector box (`backend.runtime.click_box`), or None
-        when the marks are on no single find or the networks' own answer to the marks is someone else: a find whose
-        mask agrees with it less than `CLICK_BOX_AGREEMENT` (IoU; a click on a person the finder missed lands in a
-        neighbour's box); and that answer (the ISCN grid without a box) when it was computed."""
+        """The found person a first round's marks are on and its detector box (`backend.runtime.click_box`); when the
+        marks are on no find, the weak detection they confirm (`_weak_find`, with `EngineOptions.weak_box`); else None,
+        also when the networks' own answer to the marks is someone else: a find whose mask agrees with it less than
+        `CLICK_BOX_AGREEMENT` (IoU; a click on a person the finder missed lands in a neighbour's box). Second: that
+        answer (the ISCN grid without a box) when it was computed."""
         finds = self._people_masks(s)
         k = marked_find(history, finds, s.found_shape, s.image.shape[:2])
         if k is None:
