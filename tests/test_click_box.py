@@ -154,3 +154,35 @@ def test_the_networks_see_the_finds_box_as_a_prompt_for_the_session(weights, mon
     assert "click_box" not in engine.rules(sid)[0]
     engine.predict(sid, {"clicks": [[100.0, 60.0, True]]})
     assert "click_box" not in engine.rules(sid)[1]
+
+
+@pytest.mark.parametrize(("prompts", "used"), [
+    ({"text": "the person on the left", "clicks": [[30.0, 60.0, True]]}, True),  # text with a click: the click's find
+    ({"text": "the person on the left"}, False),  # text alone: grounding's business, not the marks'
+    ({"box": [10.0, 10.0, 80.0, 135.0], "clicks": [[30.0, 60.0, True]]}, False),  # the user's own box stays
+])
+def test_a_sentence_with_marks_still_takes_the_marked_finds_box(weights, monkeypatch, prompts, used):
+    import backend.runtime.engine
+    import backend.runtime.people
+    from backend.runtime.people import Found
+
+    image = np.random.default_rng(0).integers(0, 256, (*SHAPE, 3), dtype=np.uint8)
+
+    class _Finder:
+        def find(self, picture, **_):
+            return Found(small=picture, people=[(LEFT, _mask(25, 62)), (RIGHT, _mask(66, 105))])
+
+    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, *_: _Finder())
+    monkeypatch.setattr(backend.runtime.engine, "_agreement", lambda *_: 0.9)
+    engine = Engine.load(device="cpu", weights=weights, runtime="torch",
+                         options=EngineOptions(pose_prior=False, focus=False, text_grounding=False))
+    seen = []
+    original = engine._localise
+    monkeypatch.setattr(engine, "_localise", lambda s, history, new, *a: seen.append(
+        (history.rounds[0].box, history.text)) or original(s, history, new, *a))
+    sid = engine.open(image)
+    engine.predict(sid, prompts)
+    assert ("click_box" in engine.rules(sid)[0]) is used
+    if used:  # the networks see the find's box and still the sentence
+        assert seen[-1] == (Box(*LEFT), "the person on the left")
+    assert engine._sessions[sid].history.box == (Box(*prompts["box"]) if "box" in prompts else None)

@@ -2,8 +2,10 @@
 
 Why: a box is the prompt the ISCN localises a person best from (held-out one tight box IoU 0.745, one click 0.626),
 and the person networks' finds carry tight detector boxes (`backend.runtime.people.NetsDetector`). When a session has
-marks but no box and no text, and the positive marks lie on one find, the networks see that find's box in the
-session, as if the user had drawn it before the first mark. The choice is made in the first round and kept for the
+marks but no box, and the positive marks lie on one find, the networks see that find's box in the session, as if the
+user had drawn it before the first mark. A sentence given with the marks stays a prompt beside the box: text
+grounding only answers text alone, and the marks say who is meant (fresh composites, text + marks first rounds:
+mixed round 1 +0.053 [+0.042, +0.064]). The choice is made in the first round and kept for the
 session (giving the box up in a later round turned a box-led session into a marks-only one halfway, and corrective
 rounds lost more than the first round won); the box the networks see grows to hold every later positive mark
 (`grown_box`). One thing ends it: a negative mark on the chosen find's mask (`refused`) says the find was someone

@@ -51,7 +51,7 @@ A negative mark takes out the found person under it (default off; $DFIMAT_TAKE_O
 mark is near is cut out of the matte, in that round and every later one, once the matte holds at least half of it.
 
 A found person's box for marks (default on; $DFIMAT_CLICK_BOX=0 turns it off; see `backend.runtime.click_box`): in a
-session with marks and no box or text, when the first round's positive marks lie on one found person's mask and the
+session with marks and no box (with or without text), when the first round's positive marks lie on one found person's mask and the
 networks' own answer to the marks agrees with it, that person's detector box prompts the networks as if drawn before
 the marks, grown to hold later positive marks, until a negative mark lands on that person; it never bounds the matte.
 When the first round's marks lie on nobody found (default on; $DFIMAT_WEAK_BOX=0 turns it off; see
@@ -483,7 +483,9 @@ class Engine:
                 fired.append("text_grounding")
                 seen_new = replace(new, box=Box(*box))
                 seen = PromptHistory([*s.history.rounds, seen_new])
-            elif self.options.click_box and history.box is None and history.text is None:
+            elif self.options.click_box and history.box is None and (
+                    history.text is None or history.clicks or history.scribbles):
+                # With text and marks the marks point at the person; the text stays a prompt beside the box.
                 if len(history) == 1:
                     implied, own_first = self._click_box(s, history)
                 elif s.click_box is not None and not refused(s.click_box, new, s.image.shape[:2]):

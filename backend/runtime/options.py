@@ -98,7 +98,7 @@ class EngineOptions:
     # with the find's box (`backend.runtime.box_snap`); the user's box still bounds the matte. Fresh composites and
     # their small-people mosaics: 15 % looser box +0.006 [+0.001, +0.010], tight box -0.004 [-0.006, -0.001], so off.
     box_snap: bool = False
-    # A session with marks but no box and no text: when its first round's positive marks lie on one found person's
+    # A session with marks but no box (text or not): when its first round's positive marks lie on one found person's
     # mask and the networks' own answer agrees with it, that person's detector box prompts the networks, as if drawn
     # before the marks, grown to hold later positive marks, until a negative mark lands on that person's mask
     # (`backend.runtime.click_box`); it never bounds the matte. Fresh composites (synth-v23 and its mosaics): clicks
