@@ -105,29 +105,38 @@ def weights(tmp_path_factory):
     return build_tiny_checkpoint(tmp_path_factory.mktemp("w") / "tiny.pt")
 
 
-@pytest.mark.parametrize(("on", "agreement", "used"), [(False, 0.9, False), (True, 0.9, True), (True, 0.1, False)])
-def test_the_networks_see_the_finds_box_as_a_prompt_for_the_session(weights, monkeypatch, on, agreement, used):
-    import backend.runtime.engine
+class _TwoFinds:
+    """The people finder's view of the photo: the two people side by side."""
+
+    def find(self, picture, **_):
+        from backend.runtime.people import Found
+
+        return Found(small=picture, people=[(LEFT, _mask(25, 62)), (RIGHT, _mask(66, 105))])
+
+
+def _watched(weights, monkeypatch, options: EngineOptions, note):
+    """An engine whose finder sees the two people, a session on a noise photo, and the list that ``note(history,
+    new)`` fills each time the networks are asked."""
     import backend.runtime.people
-    from backend.runtime.people import Found
 
-    image = np.random.default_rng(0).integers(0, 256, (*SHAPE, 3), dtype=np.uint8)
-
-    class _Finder:
-        def find(self, picture, **_):
-            return Found(small=picture, people=[(LEFT, _mask(25, 62)), (RIGHT, _mask(66, 105))])
-
-    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, *_: _Finder())
-    # How well the marks' own answer agrees with the find decides; the tiny test network's answer is noise.
-    compared = []
-    monkeypatch.setattr(backend.runtime.engine, "_agreement", lambda mask, *_: compared.append(mask) or agreement)
-    engine = Engine.load(device="cpu", weights=weights, runtime="torch",
-                         options=EngineOptions(pose_prior=False, click_box=on, focus=False))
+    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, *_: _TwoFinds())
+    engine = Engine.load(device="cpu", weights=weights, runtime="torch", options=options)
     seen = []
     original = engine._localise
     monkeypatch.setattr(engine, "_localise", lambda s, history, new, *a: seen.append(
-        (history.rounds[0].box, new.box)) or original(s, history, new, *a))
-    sid = engine.open(image)
+        note(history, new)) or original(s, history, new, *a))
+    return engine, engine.open(np.random.default_rng(0).integers(0, 256, (*SHAPE, 3), dtype=np.uint8)), seen
+
+
+@pytest.mark.parametrize(("on", "agreement", "used"), [(False, 0.9, False), (True, 0.9, True), (True, 0.1, False)])
+def test_the_networks_see_the_finds_box_as_a_prompt_for_the_session(weights, monkeypatch, on, agreement, used):
+    import backend.runtime.engine
+
+    # How well the marks' own answer agrees with the find decides; the tiny test network's answer is noise.
+    compared = []
+    monkeypatch.setattr(backend.runtime.engine, "_agreement", lambda mask, *_: compared.append(mask) or agreement)
+    engine, sid, seen = _watched(weights, monkeypatch, EngineOptions(pose_prior=False, click_box=on, focus=False),
+                                 lambda history, new: (history.rounds[0].box, new.box))
     engine.predict(sid, {"clicks": [[30.0, 60.0, True]]})
     assert seen[-1] == ((Box(*LEFT), Box(*LEFT)) if used else (None, None))
     if not used:  # the marks' own answer, asked for the comparison, is the round's answer: the networks ran once
@@ -163,24 +172,11 @@ def test_the_networks_see_the_finds_box_as_a_prompt_for_the_session(weights, mon
 ])
 def test_a_sentence_with_marks_still_takes_the_marked_finds_box(weights, monkeypatch, prompts, used):
     import backend.runtime.engine
-    import backend.runtime.people
-    from backend.runtime.people import Found
 
-    image = np.random.default_rng(0).integers(0, 256, (*SHAPE, 3), dtype=np.uint8)
-
-    class _Finder:
-        def find(self, picture, **_):
-            return Found(small=picture, people=[(LEFT, _mask(25, 62)), (RIGHT, _mask(66, 105))])
-
-    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, *_: _Finder())
     monkeypatch.setattr(backend.runtime.engine, "_agreement", lambda *_: 0.9)
-    engine = Engine.load(device="cpu", weights=weights, runtime="torch",
-                         options=EngineOptions(pose_prior=False, focus=False, text_grounding=False))
-    seen = []
-    original = engine._localise
-    monkeypatch.setattr(engine, "_localise", lambda s, history, new, *a: seen.append(
-        (history.rounds[0].box, history.text)) or original(s, history, new, *a))
-    sid = engine.open(image)
+    engine, sid, seen = _watched(weights, monkeypatch,
+                                 EngineOptions(pose_prior=False, focus=False, text_grounding=False),
+                                 lambda history, new: (history.rounds[0].box, history.text))
     engine.predict(sid, prompts)
     assert ("click_box" in engine.rules(sid)[0]) is used
     if used:  # the networks see the find's box and still the sentence
