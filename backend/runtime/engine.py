@@ -51,9 +51,10 @@ A negative mark takes out the found person under it (default off; $DFIMAT_TAKE_O
 mark is near is cut out of the matte, in that round and every later one, once the matte holds at least half of it.
 
 A found person's box for marks (default on; $DFIMAT_CLICK_BOX=0 turns it off; see `backend.runtime.click_box`): in a
-session with marks and no box (with or without text), when the first round's positive marks lie on one found person's mask and the
-networks' own answer to the marks agrees with it, that person's detector box prompts the networks as if drawn before
-the marks, grown to hold later positive marks, until a negative mark lands on that person; it never bounds the matte.
+session with marks and no box (with or without text), when the first round's positive marks lie on one found
+person's mask and the networks' own answer to the marks agrees with it, that person's detector box prompts the
+networks as if drawn before the marks, grown to hold later positive marks, until a negative mark lands on that person;
+it never bounds the matte.
 When the first round's marks lie on nobody found (default on; $DFIMAT_WEAK_BOX=0 turns it off; see
 `backend.runtime.weak_box`), a NanoDet box under the finder's floor that holds them, whose BlazePose mask holds them
 too, is that person's box for the first round only.
