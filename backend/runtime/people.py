@@ -322,16 +322,31 @@ def detector_box(box: Sequence[float], width: int, height: int) -> list[float]:
 
 def _on_picture(person: Any, scale: float, size: tuple[int, int]) -> np.ndarray:
     """A finder person's mask (kept within its rectangle) as a bool mask of the picture of ``size`` (w, h) the photo
-    is downscaled to by ``scale``; only the rectangle is resized, never a photo-sized float mask (24 MP photos)."""
+    is downscaled to by ``scale``."""
     out = np.zeros((size[1], size[0]), bool)
-    if person.mask is None or not person.mask.size:
-        return out
-    x0, y0, x1, y1 = person.rect
-    sx0, sy0 = int(np.floor(x0 * scale)), int(np.floor(y0 * scale))
-    sx1, sy1 = min(size[0], max(sx0 + 1, int(np.ceil(x1 * scale)))), min(size[1], max(sy0 + 1, int(np.ceil(y1 * scale))))
-    crop = person.mask if scale >= 1.0 else cv2.resize(person.mask, (sx1 - sx0, sy1 - sy0), interpolation=cv2.INTER_AREA)
-    out[sy0:sy1, sx0:sx1] = crop >= 0.5
+    placed = rect_on_picture(person.mask, person.rect, (scale, scale), size)
+    if placed is not None:
+        (x0, y0, x1, y1), mask = placed
+        out[y0:y1, x0:x1] = mask
     return out
+
+
+def rect_on_picture(mask: np.ndarray | None, rect: Sequence[int], scale: tuple[float, float], size: tuple[int, int]
+                    ) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+    """A probability ``mask`` kept within ``rect`` (x0, y0, x1, y1, image pixels) on the picture of ``size`` (w, h)
+    the photo is downscaled to by ``scale`` (x, y): its rectangle there and the bool mask within it, or None when
+    nothing of it is left. Only the rectangle is resized, never a photo-sized float mask (24 MP photos)."""
+    if mask is None or not mask.size:
+        return None
+    x0, y0, x1, y1 = rect
+    (sx, sy), (w, h) = scale, size
+    px0, py0 = int(np.floor(x0 * sx)), int(np.floor(y0 * sy))
+    px1, py1 = min(w, max(px0 + 1, int(np.ceil(x1 * sx)))), min(h, max(py0 + 1, int(np.ceil(y1 * sy))))
+    if px1 <= px0 or py1 <= py0:
+        return None
+    if sx < 1.0 or sy < 1.0:
+        mask = cv2.resize(mask.astype(np.float32), (px1 - px0, py1 - py0), interpolation=cv2.INTER_AREA)
+    return (px0, py0, px1, py1), mask >= 0.5
 
 
 def _threads() -> int | None:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 
 from backend.runtime.finder import box_iou
 from backend.runtime.others import FoundPerson
+from backend.runtime.people import rect_on_picture
 from backend.runtime.person_nets import CropMask
 
 # Set before the first measurement.
@@ -47,13 +47,9 @@ def candidate_boxes(boxes: np.ndarray, scores: np.ndarray, found_boxes: Sequence
 
 
 def on_picture(crop: CropMask, image_shape: tuple[int, int], picture_shape: tuple[int, int]) -> FoundPerson:
-    """BlazePose's mask of a crop (image pixels) as a find on the finder's picture of ``picture_shape``: only the
-    crop's rectangle is resized, so a 24 MP photo costs no full-size mask."""
+    """BlazePose's mask of a crop (image pixels) as a find on the finder's picture of ``picture_shape``."""
     (h, w), (ph, pw) = image_shape, picture_shape
-    x0, y0, x1, y1 = crop.rect
-    px0, py0 = int(np.floor(x0 * pw / w)), int(np.floor(y0 * ph / h))
-    px1, py1 = min(pw, max(px0 + 1, int(np.ceil(x1 * pw / w)))), min(ph, max(py0 + 1, int(np.ceil(y1 * ph / h))))
-    if crop.mask.size == 0 or px1 <= px0 or py1 <= py0:
+    placed = rect_on_picture(crop.mask, crop.rect, (pw / w, ph / h), (pw, ph))
+    if placed is None:
         return FoundPerson((0, 0, 0, 0), np.zeros((0, 0), bool))
-    mask = cv2.resize(crop.mask.astype(np.float32), (px1 - px0, py1 - py0), interpolation=cv2.INTER_AREA) >= 0.5
-    return FoundPerson((px0, py0, px1, py1), mask)
+    return FoundPerson(*placed)
