@@ -111,3 +111,47 @@ def test_mrn_crops_take_every_target_of_a_composite_and_keep_neighbours_as_backg
             assert other.any()  # the neighbour is inside the crop ...
             # ... and only the crop's own person is foreground (fractions of the letterboxed crop's inner area)
             assert abs(mask.sum() / valid.sum() - own.mean()) < 0.05
+
+
+def test_keep_weights_weigh_only_pixels_the_previous_round_had_right():
+    import torch
+
+    from backend.train.iscn import keep_weights
+
+    target = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]]).repeat(2, 1, 1)
+    prev = torch.tensor([[[0.9, 0.2], [0.1, 0.7]]]).repeat(2, 1, 1).unsqueeze(1)
+    weights = keep_weights(prev, torch.tensor([True, False]), target, 2.0)
+    # Right before: (0, 0) held the person, (1, 0) was background; the other two were wrong.
+    assert weights[0].tolist() == [[3.0, 1.0], [3.0, 1.0]]
+    # A first round has nothing to keep.
+    assert weights[1].tolist() == [[1.0, 1.0], [1.0, 1.0]]
+
+
+def test_frozen_parts_leave_only_the_named_iscn_parts_trainable():
+    import pytest
+
+    from backend.dfimat.iscn import ISCN
+    from backend.train.iscn import frozen_parts
+
+    iscn = ISCN()
+    frozen = frozen_parts(iscn, ("conflict", "sampler"))
+    assert set(frozen) == {"pixel_decoder", "dense_encoder", "decoder"}
+    trainable = {name.split(".")[0] for name, p in iscn.named_parameters() if p.requires_grad}
+    assert trainable == {"conflict", "sampler"}
+    assert frozen_parts(ISCN(), None) == []
+    with pytest.raises(SystemExit, match="no ISCN part named crm"):
+        frozen_parts(ISCN(), ("crm",))
+
+
+def test_prev_ious_count_only_weighted_pixels():
+    import torch
+
+    from backend.train.iscn import prev_ious
+
+    target = torch.tensor([[[1.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    prev = torch.tensor([[[0.9, 0.1], [0.8, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]).unsqueeze(1)
+    weight = torch.ones(2, 2, 2)
+    # One of three pixels in the union is shared; an empty target with an empty mask is right.
+    assert torch.allclose(prev_ious(prev, target, weight), torch.tensor([1 / 3, 1.0]))
+    weight[0, 1, 0] = 0.0  # an ignored pixel counts for neither side
+    assert torch.allclose(prev_ious(prev, target, weight)[0], torch.tensor(0.5))

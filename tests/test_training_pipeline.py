@@ -67,6 +67,16 @@ def test_iscn_init_starts_from_the_given_weights(runs):
     assert all(torch.equal(source[k], started[k]) for k in source)
 
 
+def test_iscn_train_only_changes_the_named_parts_under_the_keep_weight(runs):
+    out = train("iscn", "--cache", runs / "cache", "--steps", 2, "--batch", 2, "--init", runs / "iscn" / "dfimat-s-iscn.pt",
+                "--train-only", "conflict,sampler", "--keep-weight", 2, "--keep-from-iou", 0.5, "--earlier-rounds", 1,
+                "--out", runs / "keep")
+    assert "frozen: pixel_decoder, dense_encoder, decoder" in out
+    source, trained = iscn_weights(runs / "iscn" / "dfimat-s-iscn.pt"), iscn_weights(runs / "keep" / "dfimat-s-iscn.pt")
+    changed = {k.split(".")[0] for k in source if not torch.equal(source[k], trained[k])}
+    assert changed == {"conflict", "sampler"}
+
+
 def test_mosaic_cache_and_loose_box_training_run(runs):
     out = train("cache", "--data", DATA, "--synth", runs / "no-synth", "--limit", 4, "--collages", 0,
                 "--mosaics", 2, "--mosaics-only", "--out", runs / "mosaic")

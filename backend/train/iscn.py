@@ -214,6 +214,7 @@ def train_iscn(args: argparse.Namespace) -> int:
 
     config = DFIMatConfig(size=size)
     model = DFIMatS(config)
+    frozen = frozen_parts(model.iscn, args.train_only)
     params = [p for p in model.iscn.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
     step, spent = 0, 0.0
@@ -229,7 +230,8 @@ def train_iscn(args: argparse.Namespace) -> int:
         # Continued training: trained ISCN weights, a fresh optimiser and schedule (warm-up included).
         load_iscn_into(model, args.init)
         log(f"ISCN initialised from {args.init}")
-    log(f"ISCN trainable parameters: {count_parameters(model.iscn, True)}")
+    log(f"ISCN trainable parameters: {count_parameters(model.iscn, True)}"
+        + (f" (frozen: {', '.join(frozen)})" if frozen else ""))
     sampler = Sampler(caches, texts, rng, args.loose_boxes, args.others, args.spare_marked)
     first_iscn = None
     if args.first_round_iscn is not None:
@@ -247,11 +249,14 @@ def train_iscn(args: argparse.Namespace) -> int:
                 "others": args.others,
                 "spare_marked": args.spare_marked,
                 "first_round_iscn": None if first_iscn is None else str(args.first_round_iscn),
+                "keep_weight": args.keep_weight, "keep_from_iou": args.keep_from_iou, "train_only": args.train_only,
                 "earlier_rounds": list(args.earlier_rounds)}
         save_checkpoint(model, out / "dfimat-s-iscn.pt", meta)
         log(f"saved step {step}{' (final)' if final else ''}")
 
     model.iscn.train()
+    for name in frozen:
+        getattr(model.iscn, name).eval()
     while step < args.steps:
         elapsed = time.time() - t_start
         if args.max_minutes and elapsed > args.max_minutes * 60:
@@ -274,6 +279,9 @@ def train_iscn(args: argparse.Namespace) -> int:
         ign = torch.from_numpy(np.stack([s["ignore"] for s in samples])).float().unsqueeze(1)
         target = F.avg_pool2d(gt, 4)[:, 0]
         weight = (F.max_pool2d(ign, 4)[:, 0] < 0.5).float()
+        if args.keep_weight > 0:
+            weight = weight * keep_weights(prev, has_prev & (prev_ious(prev, target, weight) >= args.keep_from_iou),
+                                           target, args.keep_weight)
         loss, parts = iscn_loss(masks, logits, target, weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -295,6 +303,39 @@ def train_iscn(args: argparse.Namespace) -> int:
             save()
     save(final=True)
     return 0
+
+
+def keep_weights(prev: torch.Tensor, has_prev: torch.Tensor, target: torch.Tensor, extra: float) -> torch.Tensor:
+    """Per-pixel loss weights (B, G, G): 1 + `extra` where the previous round (prev (B, 1, G, G), has_prev (B,)) was
+    already right at 0.5, else 1. Why: a corrective click is about the part it is on; the plain loss lets a round
+    trade pixels it had right far from the click for the corrected part, which the user sees as the click making the
+    matte worse (issue #21's rounds losing IoU)."""
+    right = (prev[:, 0] > 0.5) == (target > 0.5)
+    return 1.0 + extra * (right & has_prev.view(-1, 1, 1)).float()
+
+
+def prev_ious(prev: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Per sample (B,), the IoU of the previous round's mask (prev (B, 1, G, G) at 0.5) with the target (B, G, G) at
+    0.5 over the pixels `weight` (B, G, G) counts."""
+    pred, true, counted = prev[:, 0] > 0.5, target > 0.5, weight > 0
+    inter = (pred & true & counted).flatten(1).sum(1).float()
+    union = ((pred | true) & counted).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1.0), torch.ones_like(union))
+
+
+def frozen_parts(iscn: torch.nn.Module, train_only: tuple[str, ...] | None) -> list[str]:
+    """Freeze every top-level part of `iscn` not named in `train_only` (None: train all); returns the frozen names."""
+    if train_only is None:
+        return []
+    names = [name for name, _ in iscn.named_children()]
+    unknown = sorted(set(train_only) - set(names))
+    if unknown:
+        raise SystemExit(f"--train-only: no ISCN part named {', '.join(unknown)} (parts: {', '.join(names)})")
+    frozen = [name for name in names if name not in train_only]
+    for name in frozen:
+        for param in getattr(iscn, name).parameters():
+            param.requires_grad_(False)
+    return frozen
 
 
 def load_iscn_into(model: DFIMatS, path: Path) -> None:
@@ -346,5 +387,14 @@ def add_iscn_parser(sub) -> None:
                    help="a checkpoint whose (marks) ISCN, frozen, answers the first of the earlier rounds of samples "
                         "without box or text, seeing their other people (--others), as the engine's "
                         "marks_iscn=first does; the trained ISCN then never sees other people")
+    p.add_argument("--keep-weight", type=float, default=0.0,
+                   help="in rounds after a first one, weigh pixels the previous round already had right by 1 + this "
+                        "(default 0: the plain loss)")
+    p.add_argument("--keep-from-iou", type=float, default=0.0,
+                   help="with --keep-weight: only where the previous round's mask already reaches this IoU (default 0: "
+                        "always); a poor mask should still change a lot")
+    p.add_argument("--train-only", type=lambda t: tuple(v for v in t.split(",") if v), default=None,
+                   help="comma-separated ISCN parts to train (e.g. conflict,dense_encoder,sampler); the rest stay "
+                        "frozen (default: all)")
     add_run_arguments(p, steps=4000, minutes=35.0, batch=8, lr=0.0004)
     p.set_defaults(func=train_iscn)
