@@ -255,8 +255,6 @@ def train_iscn(args: argparse.Namespace) -> int:
         log(f"saved step {step}{' (final)' if final else ''}")
 
     model.iscn.train()
-    for name in frozen:
-        getattr(model.iscn, name).eval()
     while step < args.steps:
         elapsed = time.time() - t_start
         if args.max_minutes and elapsed > args.max_minutes * 60:
