@@ -17,7 +17,9 @@ is no box) is small in the photo, the original image is
 cropped around it, that crop is encoded once (cached in the session per region) and the ISCN runs again on it with
 all prompts mapped into the crop; the MRN then refines the focused mask. The session's previous prediction stays the whole-image one, so the next round's first pass and the
 region choice do not depend on the focus pass. With `focus_hold` a corrective round keeps the last round's region while the
-target still fits it (`backend.runtime.focus.held_region`).
+target still fits it (`backend.runtime.focus.held_region`). With `focus_stay` (default) a corrective round whose coarse
+mask spread too wide to focus keeps the last round's region while the box and positive marks still fit it
+(`backend.runtime.focus.stay_region`).
 
 Loose boxes (`tightened_box`): when the first ISCN answer fills at most 90 % of the box, the ISCN is asked again
 with the box shrunk to that answer, and the shrunk box also places the pose prior's crop; the session keeps the
