@@ -1,6 +1,6 @@
 """A negative mark on a found person takes that person out (`backend.runtime.others.take_out_refused`,
-`EngineOptions.take_out_refused`, off by default): the rule on hand-made finds, and the engine applying it only when
-switched on. Why it stays off is in docs/experiments.md ("People networks")."""
+`EngineOptions.take_out_refused`, on by default): the rule on hand-made finds, and the engine applying it only when
+switched on. Why it is on is in docs/experiments.md ("People networks")."""
 
 import numpy as np
 import pytest
@@ -100,6 +100,6 @@ def test_the_engine_takes_a_refused_person_out_only_when_switched_on(engine, on)
     assert bool(alpha[80, 90] == 0.0) is on
 
 
-def test_the_switch_is_off_by_default_and_follows_the_environment():
-    assert EngineOptions().take_out_refused is False
-    assert EngineOptions.from_env({"DFIMAT_TAKE_OUT_REFUSED": "1"}).take_out_refused is True
+def test_the_switch_is_on_by_default_and_follows_the_environment():
+    assert EngineOptions().take_out_refused is True
+    assert EngineOptions.from_env({"DFIMAT_TAKE_OUT_REFUSED": "0"}).take_out_refused is False

