@@ -97,8 +97,10 @@ class EngineOptions:
     # IoU +0.047 [+0.026, +0.068]; held-out 75.6 -> 77.1 % (+0.015 [-0.015, +0.046]); ~0.15-0.2 s per photo.
     every_person_tiles: bool = True
     # In a box session whose matte matches no find, the finds beside the box go anyway (`backend.runtime.others`,
-    # `OFF_BOX_IOU`). Off: validation box +0.000 [-0.006, +0.007] (leak mean 7.8 -> 5.8 %).
-    off_box: bool = False
+    # `OFF_BOX_IOU`). Fresh composites and their small-people mosaics: box +0.001 [-0.002, +0.003], 15 % looser box
+    # +0.003 [+0.000, +0.005]; held-out mean leak after one box 10.4 -> 8.3 %, box +0.000 [-0.005, +0.005], looser
+    # box +0.007 [+0.001, +0.014] (docs/experiments.md, "People networks").
+    off_box: bool = True
     # A box drawn clearly looser than a found person's detector box, around that person alone, prompts the networks
     # with the find's box (`backend.runtime.box_snap`); the user's box still bounds the matte. Fresh composites and
     # their small-people mosaics: 15 % looser box +0.006 [+0.001, +0.010], tight box -0.004 [-0.006, -0.001], so off.

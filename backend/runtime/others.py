@@ -196,8 +196,8 @@ def take_out_others(alpha: np.ndarray, people: Sequence[FoundPerson], picture_sh
     ``positives`` (image pixels); ``people`` are on the finder's picture of ``picture_shape`` (the photo, possibly
     downscaled). True when anything was taken out. ``marked_is_target``, ``off_box`` (here in image pixels): see
     `others_mask`."""
-    if len(people) < 2 and off_box is None:
-        return False
+    if not people or (len(people) < 2 and off_box is None):
+        return False  # nobody found (or the finder could not run): nothing to take out, and no picture to map to
     h, w = alpha.shape
     ph, pw = picture_shape
     on_picture = _on_picture(alpha, picture_shape)
