@@ -105,6 +105,7 @@ def test_target_extent_rules():
     small[10:12, 10:12] = 1.0  # cells 10..11 -> image px 10 * 600 / 32 = 187.5 .. 225
     assert np.allclose(target_extent(clicks, small, lb), [30, 40, 225, 225])
     assert target_extent(_history(RoundPrompts(clicks=(Click(5, 5, False),))), np.zeros((32, 32)), lb) is None
+    assert np.allclose(target_extent(clicks, None, lb), [30, 40, 80, 90])  # the marks alone, no coarse mask
 
 
 def test_region_selection_rules():
@@ -258,8 +259,8 @@ def test_focus_stay_keeps_focusing_when_only_the_coarse_mask_spread(weights, mon
     spread = {"wide": False}
 
     def extent(history, coarse, lb):
-        # The coarse grid is a sigmoid output (never all zero); `stay_region` is given the marks' extent alone.
-        return np.array([0.0, 0.0, W, H]) if spread["wide"] and coarse.max() > 0 else marks
+        # `stay_region` is given the extent of the marks alone (no coarse mask).
+        return np.array([0.0, 0.0, W, H]) if spread["wide"] and coarse is not None else marks
 
     monkeypatch.setattr(engine_module, "target_extent", extent)
     sid = on.open(_image())

@@ -883,7 +883,7 @@ class Engine:
         extent = target_extent(history, coarse, s.letterbox)
         region = select_region(extent, h, w)
         if region is None and self.options.focus_stay and s.focus_prev is not None:
-            region = stay_region(s.focus_prev[0], target_extent(history, np.zeros_like(coarse), s.letterbox))
+            region = stay_region(s.focus_prev[0], target_extent(history, None, s.letterbox))
             if region is not None:
                 held.append("focus_stay")
         if region is None:

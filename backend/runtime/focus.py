@@ -53,9 +53,9 @@ class RegionBox(Letterbox):
         return np.asarray(xy, dtype=np.float32) / self.scale + offset
 
 
-def target_extent(history, coarse: np.ndarray, lb: Letterbox) -> np.ndarray | None:
+def target_extent(history, coarse: np.ndarray | None, lb: Letterbox) -> np.ndarray | None:
     """Bounding box (x0, y0, x1, y1, image px) of the user's box and positive clicks/scribbles; the coarse mask
-    (prob > 0.5) joins only when there is no box.
+    (prob > 0.5) joins only when there is no box (and not at all when it is None).
 
     Why not always the coarse mask too: on the held-out multi-person photos the whole-image mask of a small target
     often spills onto a neighbour, which both shrinks the magnification and pulls the neighbour into the crop
@@ -76,8 +76,8 @@ def target_extent(history, coarse: np.ndarray, lb: Letterbox) -> np.ndarray | No
             pts = np.asarray(s.points, np.float32).reshape(-1, 2)
             xs += pts[:, 0].tolist()
             ys += pts[:, 1].tolist()
-    fg = coarse > PROB_THRESHOLD
-    if history.box is None and fg.any():
+    fg = None if coarse is None or history.box is not None else coarse > PROB_THRESHOLD
+    if fg is not None and fg.any():
         gy, gx = np.nonzero(fg)
         cell = lb.size / coarse.shape[0] / lb.scale  # one grid cell in image px
         xs += [gx.min() * cell, (gx.max() + 1) * cell]
@@ -125,11 +125,8 @@ def held_region(previous: tuple[int, int, int, int], extent: np.ndarray | None,
     if extent is None:
         return fresh
     px0, py0, px1, py1 = previous
-    x0, y0, x1, y1 = (float(v) for v in extent)
-    m = HOLD_MARGIN * max(x1 - x0, y1 - y0)
-    fits = px0 <= x0 - m and py0 <= y0 - m and px1 >= x1 + m and py1 >= y1 + m
     fresh_side = max(fresh[2] - fresh[0], fresh[3] - fresh[1])
-    return previous if fits and max(px1 - px0, py1 - py0) <= HOLD_MAX_GROWTH * fresh_side else fresh
+    return previous if _fits(previous, extent) and max(px1 - px0, py1 - py0) <= HOLD_MAX_GROWTH * fresh_side else fresh
 
 
 def stay_region(previous: tuple[int, int, int, int], marks: np.ndarray | None) -> tuple[int, int, int, int] | None:
@@ -141,12 +138,15 @@ def stay_region(previous: tuple[int, int, int, int], marks: np.ndarray | None) -
     spill over the whole foreground; the region then grows past `FOCUS_MAX_FRACTION` and the round falls back to that
     whole-image answer. On the held-out photos, rounds 2-5 that switched the focus off this way lost 0.17 IoU on
     average (a session that began with a weak box: 0.55 -> 0.02), while the user's marks were still where they had been."""
-    if marks is None:
-        return None
-    px0, py0, px1, py1 = previous
-    x0, y0, x1, y1 = (float(v) for v in marks)
+    return previous if marks is not None and _fits(previous, marks) else None
+
+
+def _fits(region: tuple[int, int, int, int], extent: np.ndarray) -> bool:
+    """``extent`` lies inside ``region`` with `HOLD_MARGIN` of its longer side to spare on every side."""
+    px0, py0, px1, py1 = region
+    x0, y0, x1, y1 = (float(v) for v in extent)
     m = HOLD_MARGIN * max(x1 - x0, y1 - y0)
-    return previous if px0 <= x0 - m and py0 <= y0 - m and px1 >= x1 + m and py1 >= y1 + m else None
+    return px0 <= x0 - m and py0 <= y0 - m and px1 >= x1 + m and py1 >= y1 + m
 
 
 def _fit(a: float, b: float, limit: int) -> tuple[float, float]:

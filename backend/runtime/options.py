@@ -135,8 +135,8 @@ class EngineOptions:
     # -0.003 [-0.008, +0.002] and more corrective rounds losing > 0.02 IoU (3.5 -> 4.1 %).
     take_out_prev: bool = False
     # In a session without a box, a found person a negative mark lies on (and no positive mark is near) is cut out of
-    # the matte once the matte has engulfed at least half of them (`backend.runtime.others.take_out_refused`). Composites hardly show an
-    # engulfing answer: fresh composites and their small-people mosaics clicks @5 -0.000 [-0.001, +0.000], drops
+    # the matte once the matte has engulfed at least half of them (`backend.runtime.others.take_out_refused`).
+    # Composites hardly show an engulfing answer: fresh composites and their small-people mosaics clicks @5 -0.000 [-0.001, +0.000], drops
     # 6.4 -> 6.6 %; held-out photos (over focus_stay) clicks @5 +0.005 [+0.000, +0.013], scribbles round 5 +0.007
     # [+0.000, +0.021], 4 better and none worse each (docs/experiments.md, "People networks").
     take_out_refused: bool = True
