@@ -8,7 +8,15 @@ import torch
 import backend.runtime.people
 from backend.dfimat.model import build_tiny_checkpoint
 from backend.runtime.engine import Engine
-from backend.runtime.others import TARGET_GROW_PX, FoundPerson, marked, others_mask, take_out_others
+from backend.runtime.options import EngineOptions
+from backend.runtime.others import (
+    MIN_TARGET_IOU,
+    TARGET_GROW_PX,
+    FoundPerson,
+    marked,
+    others_mask,
+    take_out_others,
+)
 from backend.runtime.people import Found
 
 torch.set_num_threads(1)
@@ -177,12 +185,30 @@ def test_without_a_finder_the_box_round_is_the_networks_answer(engine, monkeypat
     assert alpha[50, 85] == 1.0 and engine.options.take_out_others is False
 
 
+@pytest.mark.parametrize("on", [False, True])
+def test_a_box_matte_that_is_nobody_found_loses_the_person_beside_the_box_only_with_off_box(engine, monkeypatch, on):
+    """The engine passes the user's box to the take-out only with `off_box` (default on)."""
+    monkeypatch.setattr(backend.runtime.people, "people_finder", lambda kind, *_: _Finder())
+    # The networks answer with the whole photo; cut to the box (grown 5 %: columns 0-78), that matte is nobody found.
+    monkeypatch.setattr(engine, "_refine", lambda image, lb, coarse, out=None, prior=None: np.ones((H, W), np.float32))
+    support = _person(0, 0, 79, H)
+    assert FoundPerson.from_mask(LEFT).iou(support, int(support.sum())) < MIN_TARGET_IOU
+    engine.options = engine.options.with_overrides(off_box=on)
+    sid = engine.open(np.random.default_rng(5).integers(0, 256, (H, W, 3), dtype=np.uint8))
+    alpha = engine.predict(sid, {"box": [0.0, 0.0, 75.0, 100.0]})  # around the left person, over part of the right
+    assert alpha[50, 40] == 1.0 and alpha[50, 10] == 1.0 and alpha[50, 80] == 0.0
+    assert bool(alpha[50, 70] == 0.0) is on  # the right person's part inside the box
+    assert ("take_out_others" in engine.rules(sid)[-1]) is on
+
+
 def test_the_switch_follows_the_environment(tmp_path, monkeypatch):
     weights = build_tiny_checkpoint(tmp_path / "tiny.pt")
     monkeypatch.setenv("DFIMAT_TAKE_OUT_OTHERS", "0")
     assert Engine.load(device="cpu", weights=weights, runtime="torch").options.take_out_others is False
     monkeypatch.delenv("DFIMAT_TAKE_OUT_OTHERS")
     assert Engine.load(device="cpu", weights=weights, runtime="torch").options.take_out_others is True
+    assert EngineOptions().off_box is True
+    assert EngineOptions.from_env({"DFIMAT_OFF_BOX": "0"}).off_box is False
 
 
 def test_every_person_runs_the_finder_once_and_takes_the_others_out(engine, monkeypatch):
