@@ -281,6 +281,33 @@ def test_focus_stay_keeps_focusing_when_only_the_coarse_mask_spread(weights, mon
     assert len(s.crops) == 1
 
 
+@pytest.mark.parametrize("after_box", [False, True])
+def test_the_round_after_a_found_persons_box_keeps_its_region(weights, monkeypatch, after_box):
+    """When the found person's box stops prompting the networks (`click_box` refused, or a weak box's one round),
+    the region would move from that box to the marks and the coarse mask; with ``focus_after_box`` the round keeps
+    the box's region while the marks fit it."""
+    import backend.runtime.engine as engine_module
+
+    on = Engine.load(device="cpu", weights=weights, runtime="torch", focus=True, pose_prior=False,
+                     options=EngineOptions(focus_after_box=after_box, pose_prior=False))
+    extents = iter([np.array([150.0, 160.0, 175.0, 200.0]), np.array([150.0, 160.0, 190.0, 215.0])])
+    current = {"extent": next(extents)}
+    monkeypatch.setattr(engine_module, "target_extent",
+                        lambda history, coarse, lb: current["extent"] if coarse is not None else
+                        np.array([160.0, 170.0, 165.0, 190.0]))
+    sid = on.open(_image())
+    on.predict(sid, {"clicks": [[160, 170, True]]})
+    on.predict(sid, {"clicks": [[165, 190, True]]})
+    s = on._sessions[sid]
+    first = s.focus_prev[0]
+    current["extent"] = next(extents)
+    assert select_region(current["extent"], H, W) not in (None, first)  # a fresh region would move
+    s.rules[-1] = ("click_box", *s.rules[-1])  # as if the last round had shown a found person's box
+    on.predict(sid, {"clicks": [[162, 180, False]]})
+    assert (s.focus_prev[0] == first) is after_box
+    assert ("focus_stay" in on.rules(sid)[-1]) is after_box
+
+
 def test_first_round_without_a_box_answers_from_the_whole_image(engine, monkeypatch):
     """Round 1 with marks only has nothing but the marks and a partial coarse mask to place a region by (held-out
     clicks IoU@1 0.464 with the focus pass there, 0.490 without): the focus pass starts with round 2, or with a box."""

@@ -19,7 +19,8 @@ all prompts mapped into the crop; the MRN then refines the focused mask. The ses
 region choice do not depend on the focus pass. With `focus_hold` a corrective round keeps the last round's region while the
 target still fits it (`backend.runtime.focus.held_region`). With `focus_stay` (default) a corrective round whose coarse
 mask spread too wide to focus keeps the last round's region while the box and positive marks still fit it
-(`backend.runtime.focus.stay_region`).
+(`backend.runtime.focus.stay_region`), and with `focus_after_box` (default) so does the round after a found person's box
+stopped prompting the networks.
 
 Loose boxes (`tightened_box`): when the first ISCN answer fills at most 90 % of the box, the ISCN is asked again
 with the box shrunk to that answer, and the shrunk box also places the pose prior's crop; the session keeps the
@@ -878,13 +879,17 @@ class Engine:
                held: list[str]) -> tuple[RegionBox, np.ndarray] | None:
         """Second ISCN pass on a crop around the target; None when the target is already large in the photo.
         Appends "focus_hold" to ``held`` when the round kept the last round's region (`held_region`), "focus_stay" when
-        it kept focusing there instead of falling back to the whole image (`stay_region`)."""
+        it kept focusing there instead of falling back to the whole image, or instead of moving off a found person's box
+        that no longer prompts (`stay_region`, `focus_after_box`)."""
         h, w = s.image.shape[:2]
         extent = target_extent(history, coarse, s.letterbox)
         region = select_region(extent, h, w)
-        if region is None and self.options.focus_stay and s.focus_prev is not None:
-            region = stay_region(s.focus_prev[0], target_extent(history, None, s.letterbox))
-            if region is not None:
+        box_ended = history.box is None and bool(s.rules) and "click_box" in s.rules[-1]
+        if (region is None or (box_ended and self.options.focus_after_box)) and self.options.focus_stay \
+                and s.focus_prev is not None:
+            kept = stay_region(s.focus_prev[0], target_extent(history, None, s.letterbox))
+            if kept is not None:
+                region = kept
                 held.append("focus_stay")
         if region is None:
             return None

@@ -40,6 +40,11 @@ class EngineOptions:
     # small-people mosaics: clicks @5 +0.001 [+0.000, +0.003]; held-out clicks @3 +0.015 [+0.003, +0.031], @5 +0.013
     # [+0.002, +0.028], @20 -0.008 [-0.022, +0.000] (docs/experiments.md, "People networks").
     focus_stay: bool = True
+    # ... and also in the round after a found person's box (`click_box`, `weak_box`) stopped prompting the networks,
+    # where the region would move from that box to the marks and the coarse mask. Fresh composites and their
+    # small-people mosaics: clicks @5 +0.001 [-0.001, +0.002], drops 6.2 -> 5.9 %; held-out scribbles round 5 +0.002
+    # [+0.000, +0.005], clicks @5 -0.000 [-0.003, +0.002], drops 7.1 -> 7.4 % (docs/experiments.md, "People networks").
+    focus_after_box: bool = True
     pose_prior: bool = True  # mediapipe's person mask joins a first round (`backend.runtime.pose_prior`)
     keep_marks: bool = True  # every click and stroke holds in the matte (`backend.runtime.marks`)
     take_out_others: bool = True  # other found people out of a box's matte (`backend.runtime.others`)
@@ -221,6 +226,7 @@ ENV_VARS = {
     "focus": "DFIMAT_FOCUS",
     "focus_hold": "DFIMAT_FOCUS_HOLD",
     "focus_stay": "DFIMAT_FOCUS_STAY",
+    "focus_after_box": "DFIMAT_FOCUS_AFTER_BOX",
     "pose_prior": "DFIMAT_POSE_PRIOR",
     "keep_marks": "DFIMAT_KEEP_MARKS",
     "take_out_others": "DFIMAT_TAKE_OUT_OTHERS",
