@@ -24,6 +24,7 @@ from backend.runtime.pose_prior import (
     padded_rect,
     pose_mask,
     prior_on_rect,
+    with_centred,
 )
 
 torch.set_num_threads(1)
@@ -414,3 +415,29 @@ def test_prior_check_reads_a_number_from_the_environment():
     assert EngineOptions.from_env({"DFIMAT_PRIOR_CHECK": "0"}).prior_check == 0.0
     with pytest.raises(ValueError, match="DFIMAT_PRIOR_CHECK must be a number"):
         EngineOptions.from_env({"DFIMAT_PRIOR_CHECK": "half"})
+
+
+def test_with_centred_is_the_mean_or_blazepose_alone_where_mediapipe_finds_nobody():
+    mediapipe, centred = np.zeros((4, 4), np.float32), np.full((4, 4), 0.8, np.float32)
+    assert np.array_equal(with_centred(mediapipe, centred), centred)
+    mediapipe[1:3, 1:3] = 1.0
+    assert np.allclose(with_centred(mediapipe, centred), 0.5 * (mediapipe + centred))
+
+
+@pytest.mark.parametrize("blend", [False, True])
+def test_box_prior_blend_asks_blazepose_for_the_boxed_person_only_when_on(weights, monkeypatch, blend):
+    engine = _engine(weights)
+    engine.options = engine.options.with_overrides(box_prior_blend=blend, box_prior_fallback=False)
+    engine._pose = lambda image, rect: np.full(image.shape[:2], 0.9, np.float32)
+    asked = []
+
+    def centred(image, box):
+        asked.append(box.as_list())
+        return np.zeros(image.shape[:2], np.float32)
+
+    monkeypatch.setattr(engine, "_centred_person", centred)
+    sid = engine.open(_image())
+    engine.predict(sid, {"box": [100.0, 100.0, 300.0, 200.0]})
+    assert len(asked) == int(blend)
+    engine.predict(sid, {"clicks": [[200.0, 150.0, True]]})  # later rounds have no prior of their own
+    assert len(asked) == int(blend)

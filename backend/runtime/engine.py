@@ -124,6 +124,7 @@ from backend.runtime.pose_prior import (
     pose_mask,
     prior_on_rect,
     release_prior,
+    with_centred,
 )
 
 log = logging.getLogger(__name__)
@@ -730,10 +731,11 @@ class Engine:
         except Exception:  # a native model failing on one image must not cost the user the round
             log.exception("the pose prior failed on this image; the ISCN answers alone")
             return None
-        if mask.max() <= 0.5 and prompts.box is not None and self.options.box_prior_fallback:
-            # mediapipe's own detector found nobody in the box's crops (a person cut by the frame, seen from behind,
-            # in a crowd): BlazePose segments whoever is centred on the box instead.
-            mask = self._centred_person(small, prompts.box.scaled(f, f) if f < 1.0 else prompts.box)
+        if prompts.box is not None and (self.options.box_prior_blend
+                                        or (mask.max() <= 0.5 and self.options.box_prior_fallback)):
+            # mediapipe's own detector finds nobody in the crops of a person cut by the frame, seen from behind or in
+            # a crowd, and takes the most prominent person of a shared crop: BlazePose segments whoever is centred.
+            mask = with_centred(mask, self._centred_person(small, prompts.box.scaled(f, f) if f < 1.0 else prompts.box))
         # The pose model segments the most prominent person of a crop: a mask that holds none of the user's positive
         # marks is someone else (a click on a small person beside a large one), and must not outvote the ISCN.
         if any(p for _, _, p in points(prompts)) and not covers_a_positive(mask, prompts.scaled(f, f)):

@@ -148,6 +148,10 @@ class EngineOptions:
     # A box whose crops mediapipe finds nobody in gets BlazePose's mask of the person centred on the box as its prior.
     # Off: validation one box -0.002 [-0.005, +0.000].
     box_prior_fallback: bool = False
+    # A box's prior is the mean of mediapipe's crops and BlazePose's mask of the person centred on the box (BlazePose
+    # alone where mediapipe finds nobody). Off: fresh composites one box -0.003 [-0.004, -0.001], looser -0.005, though
+    # the held-out photos' looser box gained +0.007 [+0.001, +0.014] (docs/experiments.md, "People networks").
+    box_prior_blend: bool = False
     # A corrective mark that contradicts the kept pose prior releases it only where the mark points (the region where
     # prior and ISCN disagree around the mark), instead of dropping the whole prior: validation clicks @5 +0.007
     # [+0.004, +0.011], corrective rounds that lose > 0.02 IoU 5.4 -> 3.5 %.
@@ -252,6 +256,7 @@ ENV_VARS = {
     "take_out_prev": "DFIMAT_TAKE_OUT_PREV",
     "take_out_refused": "DFIMAT_TAKE_OUT_REFUSED",
     "box_prior_fallback": "DFIMAT_BOX_PRIOR_FALLBACK",
+    "box_prior_blend": "DFIMAT_BOX_PRIOR_BLEND",
     "release_prior": "DFIMAT_RELEASE_PRIOR",
     "local_corrections": "DFIMAT_LOCAL_CORRECTIONS",
     "others_input": "DFIMAT_OTHERS_INPUT",

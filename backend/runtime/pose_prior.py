@@ -160,6 +160,12 @@ def pose_mask(prompts: RoundPrompts, width: int, height: int, on_crop: Callable[
     return best.copy()
 
 
+def with_centred(mask: np.ndarray, centred: np.ndarray) -> np.ndarray:
+    """A box's prior from mediapipe's ``mask`` and BlazePose's ``centred`` mask of the person centred on the box: their
+    mean, or ``centred`` alone where mediapipe found nobody in the box's crops (``mask`` nowhere above 0.5)."""
+    return centred if mask.max() <= 0.5 else 0.5 * (mask + centred)
+
+
 def release_prior(prior: tuple[np.ndarray, float], own: np.ndarray, lb: Letterbox,
                   prompts: RoundPrompts) -> tuple[np.ndarray, float]:
     """The kept prior with what a contradicting mark points at handed back to the ISCN: the region where the prior
