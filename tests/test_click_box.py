@@ -128,22 +128,28 @@ def _watched(weights, monkeypatch, options: EngineOptions, note):
     return engine, engine.open(np.random.default_rng(0).integers(0, 256, (*SHAPE, 3), dtype=np.uint8)), seen
 
 
-@pytest.mark.parametrize(("on", "agreement", "used"), [(False, 0.9, False), (True, 0.9, True), (True, 0.1, False)])
-def test_the_networks_see_the_finds_box_as_a_prompt_for_the_session(weights, monkeypatch, on, agreement, used):
+@pytest.mark.parametrize(("on", "agreement", "cover", "cover_on", "used"), [
+    (False, 0.9, 1.0, False, False), (True, 0.9, 1.0, False, True), (True, 0.1, 0.2, False, False),
+    # An answer that spilled onto the neighbours (low IoU) but holds most of the find: only with click_box_cover.
+    (True, 0.1, 0.9, False, False), (True, 0.1, 0.9, True, True), (True, 0.1, 0.4, True, False),
+])
+def test_the_networks_see_the_finds_box_as_a_prompt_for_the_session(weights, monkeypatch, on, agreement, cover,
+                                                                     cover_on, used):
     import backend.runtime.engine
 
     # How well the marks' own answer agrees with the find decides; the tiny test network's answer is noise.
     compared = []
-    monkeypatch.setattr(backend.runtime.engine, "_agreement", lambda mask, *_: compared.append(mask) or agreement)
-    engine, sid, seen = _watched(weights, monkeypatch, EngineOptions(pose_prior=False, click_box=on, focus=False),
-                                 lambda history, new: (history.rounds[0].box, new.box))
+    monkeypatch.setattr(backend.runtime.engine, "_overlaps",
+                        lambda mask, *_: compared.append(mask) or (agreement, cover))
+    options = EngineOptions(pose_prior=False, click_box=on, focus=False, click_box_cover=cover_on)
+    engine, sid, seen = _watched(weights, monkeypatch, options, lambda history, new: (history.rounds[0].box, new.box))
     engine.predict(sid, {"clicks": [[30.0, 60.0, True]]})
     assert seen[-1] == ((Box(*LEFT), Box(*LEFT)) if used else (None, None))
     if not used:  # the marks' own answer, asked for the comparison, is the round's answer: the networks ran once
         assert len(seen) == 1
     assert ("click_box" in engine.rules(sid)[0]) is used
     if on:  # the find's mask was compared with the marks' answer
-        assert compared and compared[0][0].sum() == _mask(25, 62).sum()
+        assert compared and compared[0].sum() == _mask(25, 62).sum()
     assert "box_support" not in engine.rules(sid)[0]  # the matte is not bounded by a box the user never drew
     compared.clear()
     engine.predict(sid, {"clicks": [[150.0, 60.0, True]]})  # beyond the box: the matte may grow there
@@ -173,7 +179,7 @@ def test_the_networks_see_the_finds_box_as_a_prompt_for_the_session(weights, mon
 def test_a_sentence_with_marks_still_takes_the_marked_finds_box(weights, monkeypatch, prompts, used):
     import backend.runtime.engine
 
-    monkeypatch.setattr(backend.runtime.engine, "_agreement", lambda *_: 0.9)
+    monkeypatch.setattr(backend.runtime.engine, "_overlaps", lambda *_: (0.9, 1.0))
     engine, sid, seen = _watched(weights, monkeypatch,
                                  EngineOptions(pose_prior=False, focus=False, text_grounding=False),
                                  lambda history, new: (history.rounds[0].box, history.text))
@@ -182,3 +188,19 @@ def test_a_sentence_with_marks_still_takes_the_marked_finds_box(weights, monkeyp
     if used:  # the networks see the find's box and still the sentence
         assert seen[-1] == (Box(*LEFT), "the person on the left")
     assert engine._sessions[sid].history.box == (Box(*prompts["box"]) if "box" in prompts else None)
+
+
+def test_overlaps_tells_an_answer_that_spilled_past_its_person_from_one_on_someone_else():
+    from backend.dfimat.encoder import Letterbox
+    from backend.runtime.engine import _overlaps
+
+    lb = Letterbox(height=40, width=40, size=40)
+    answer = np.zeros((10, 10), np.float32)
+    answer[:, :6] = 1.0  # the networks' answer: the left 60 % of the photo, on a 10 x 10 grid
+    person = np.zeros((40, 40), bool)
+    person[8:32, 4:12] = True  # a find well inside that answer
+    iou, cover = _overlaps(person, answer, lb, (40, 40))
+    assert iou == pytest.approx(person.sum() / (40 * 24)) and cover == 1.0
+    elsewhere = np.zeros((40, 40), bool)
+    elsewhere[8:32, 28:36] = True  # a find on the other side
+    assert _overlaps(elsewhere, answer, lb, (40, 40)) == (0.0, 0.0)

@@ -149,6 +149,9 @@ PRIOR_MAX_SIDE = 1024
 # Set before its first measurement: only a clear mismatch (the marks' own answer is mostly someone else than the find)
 # keeps the find's box out; an answer that spills onto a neighbour still overlaps its person's find this much.
 CLICK_BOX_AGREEMENT = 0.3
+# With `click_box_cover`: an answer that holds at least this share of the find's mask is on that person too, however far
+# it spilled onto the neighbours beside them (set before measuring: most of the find).
+CLICK_BOX_COVER = 0.5
 
 __all__ = ["Engine", "ImageError", "PromptError", "SessionError", "default_weights", "to_rgb_uint8"]
 
@@ -233,12 +236,18 @@ class _MrnPrior(NamedTuple):
 
 def _agreement(prior: tuple[np.ndarray, float], grid: np.ndarray, lb: Letterbox, hw: tuple[int, int]) -> float:
     """IoU of the pose prior's mask and the networks' own answer (each > 0.5), on the prior's downscaled photo."""
-    mask, _ = prior
+    return _overlaps(prior[0], grid, lb, hw)[0]
+
+
+def _overlaps(mask: np.ndarray, grid: np.ndarray, lb: Letterbox, hw: tuple[int, int]) -> tuple[float, float]:
+    """IoU of ``mask`` (a photo downscaled to its shape) and the networks' answer ``grid`` (each > 0.5), and the share
+    of ``mask`` inside the answer."""
     h, w = hw
     own = lb.square_to_crop(grid, (0, 0, w, h), mask.shape[:2]) > 0.5
     theirs = mask > 0.5
+    inter, area = int(np.count_nonzero(own & theirs)), int(np.count_nonzero(theirs))
     union = int(np.count_nonzero(own | theirs))
-    return int(np.count_nonzero(own & theirs)) / union if union else 1.0
+    return (inter / union if union else 1.0), (inter / area if area else 0.0)
 
 
 def _coarse_on(grid: np.ndarray, lb: Letterbox, rect: tuple[int, int, int, int]) -> np.ndarray:
@@ -666,15 +675,16 @@ class Engine:
         """The found person a first round's marks are on and its detector box (`backend.runtime.click_box`); when the
         marks are on no find, the weak detection they confirm (`_weak_find`, with `EngineOptions.weak_box`); else None,
         also when the networks' own answer to the marks is someone else: a find whose mask agrees with it less than
-        `CLICK_BOX_AGREEMENT` (IoU; a click on a person the finder missed lands in a neighbour's box). Second: that
-        answer (the ISCN grid without a box) when it was computed."""
+        `CLICK_BOX_AGREEMENT` (IoU; a click on a person the finder missed lands in a neighbour's box) and, with
+        `EngineOptions.click_box_cover`, lies less than `CLICK_BOX_COVER` inside it (an answer that spilled onto the
+        neighbours still holds its person). Second: that answer (the ISCN grid without a box) when it was computed."""
         finds = self._people_masks(s)
         k = marked_find(history, finds, s.found_shape, s.image.shape[:2])
         if k is None:
             return (self._weak_find(s, history) if self.options.weak_box else None), None
         own = self._localise(s, history, history.rounds[-1])
-        if _agreement((finds[k].paste(s.found_shape), 1.0), own, s.letterbox, s.image.shape[:2]) \
-                < CLICK_BOX_AGREEMENT:
+        agreement, cover = _overlaps(finds[k].paste(s.found_shape), own, s.letterbox, s.image.shape[:2])
+        if agreement < CLICK_BOX_AGREEMENT and not (self.options.click_box_cover and cover >= CLICK_BOX_COVER):
             return None, own
         return Chosen(finds[k], Box(*s.found_boxes[k]), s.found_shape), own
 

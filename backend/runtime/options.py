@@ -117,6 +117,10 @@ class EngineOptions:
     # @1 +0.074 [+0.061, +0.089], @5 +0.003 [-0.003, +0.010], scribbles r1 +0.078; held-out clicks @1 +0.028
     # [+0.009, +0.047], NoC@90 12.94 -> 12.53, @5 -0.005 [-0.014, +0.003] (docs/experiments.md, "People networks").
     click_box: bool = True
+    # `click_box`'s guard also lets a find through that lies mostly inside the marks' own answer, an answer that spilled
+    # onto the neighbours (`backend.runtime.engine.CLICK_BOX_COVER`), not only one that agrees with it by IoU. Off:
+    # held-out clicks @1 +0.017 [+0.004, +0.035] but @20 -0.005 [-0.013, -0.000] (docs/experiments.md).
+    click_box_cover: bool = False
     # ... and when the first round's marks lie on no find, a NanoDet box under the finder's floor that holds them
     # (and whose BlazePose mask holds them) prompts the networks in that round (`backend.runtime.weak_box`). Fresh
     # composites (synth-v31 and its mosaics): clicks @1 +0.009 [+0.003, +0.016], @5 +0.001; held-out clicks @1
@@ -245,6 +249,7 @@ ENV_VARS = {
     "keep_two_poses": "DFIMAT_KEEP_TWO_POSES",
     "split_two_poses": "DFIMAT_SPLIT_TWO_POSES",
     "click_box": "DFIMAT_CLICK_BOX",
+    "click_box_cover": "DFIMAT_CLICK_BOX_COVER",
     "weak_box": "DFIMAT_WEAK_BOX",
     "detector_boxes": "DFIMAT_DETECTOR_BOXES",
     "every_person_tiles": "DFIMAT_EVERY_PERSON_TILES",
