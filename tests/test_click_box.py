@@ -9,7 +9,6 @@ from backend.dfimat.model import build_tiny_checkpoint
 from backend.dfimat.prompts import Box, PromptHistory, RoundPrompts
 from backend.runtime.click_box import Chosen, grown_box, marked_find, refused
 from backend.runtime.engine import Engine
-from backend.runtime.extent import mask_rect
 from backend.runtime.options import EngineOptions
 from backend.runtime.others import FoundPerson
 
@@ -205,22 +204,3 @@ def test_overlaps_tells_an_answer_that_spilled_past_its_person_from_one_on_someo
     elsewhere = np.zeros((40, 40), bool)
     elsewhere[8:32, 28:36] = True  # a find on the other side
     assert _overlaps(elsewhere, answer, lb, (40, 40)) == (0.0, 0.0)
-
-
-@pytest.mark.parametrize("on", [False, True])
-def test_matte_box_prompts_a_corrective_round_with_the_last_mattes_rectangle(weights, monkeypatch, on):
-    options = EngineOptions(pose_prior=False, focus=False, matte_box=on, take_out_others=False,
-                            take_out_refused=False, local_corrections="off")
-    engine, sid, seen = _watched(weights, monkeypatch, options, lambda history, new: history.rounds[0].box)
-    # A click on nobody the finder found: no find's box; the first round has no matte to take a box from.
-    alpha = engine.predict(sid, {"clicks": [[140.0, 10.0, True]]})
-    assert seen[-1] is None and "matte_box" not in engine.rules(sid)[0]
-    assert engine._sessions[sid].matte_rect == (mask_rect(alpha > 0.5) if on else None)  # kept only when used
-    engine._sessions[sid].matte_rect = (120, 30, 150, 90) if on else None
-    engine.predict(sid, {"clicks": [[145.0, 120.0, True]]})
-    assert ("matte_box" in engine.rules(sid)[1]) is on
-    # The rectangle grows to hold both clicks, 5 % of its side beyond them (the first above it, the second below).
-    assert seen[-1] == (Box(120.0, 7.0, 150.0, 123.0) if on else None)
-    assert engine._sessions[sid].history.box is None  # the session keeps what the user gave
-    engine.reset(sid)
-    assert engine._sessions[sid].matte_rect is None

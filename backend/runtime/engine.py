@@ -97,7 +97,6 @@ from backend.dfimat.selector import select_mask
 from backend.runtime import weak_box
 from backend.runtime.box_snap import snapped_box
 from backend.runtime.click_box import MIN_SHARE, Chosen, grown_box, marked_find, refused
-from backend.runtime.extent import mask_rect
 from backend.runtime.focus import (
     FOCUS_CACHE,
     RegionBox,
@@ -348,9 +347,6 @@ class _Session:
     marks_given: bool = False  # this round went to the marks ISCN (`EngineOptions.marks_iscn`)
     # The last returned matte × 255, when the next round's local corrections may need it (`local.acts_in`).
     last_alpha: np.ndarray | None = None
-    # The last returned matte's rectangle (alpha > 0.5, image pixels), when the next round may prompt with it
-    # (`EngineOptions.matte_box`).
-    matte_rect: tuple[int, int, int, int] | None = None
 
     def nbytes(self) -> int:
         feats = sum(t.numel() * t.element_size() for t in self.feats.values())
@@ -461,7 +457,6 @@ class Engine:
             s.kept_prior = None
             s.click_box = None
             s.last_alpha = None
-            s.matte_rect = None
             s.rules = []
 
     def close(self, sid: str) -> None:
@@ -511,20 +506,12 @@ class Engine:
                     implied, own_first = self._click_box(s, history)
                 elif s.click_box is not None and not refused(s.click_box, new, s.image.shape[:2]):
                     implied = s.click_box
-                shown = None
                 if implied is not None:
                     # As if drawn before the first mark: later rounds are corrections of a box session.
                     fired.append("click_box")
                     if implied.weak:
                         fired.append("weak_box")
                     shown = grown_box(implied.box, history, w, h)
-                elif self.options.matte_box and len(history) > 1 and history.text is None \
-                        and s.matte_rect is not None:
-                    # No found person prompts: the last matte's own rectangle does, so the correction is a box
-                    # session's, as it is while a find's box prompts.
-                    fired.append("matte_box")
-                    shown = grown_box(Box(*(float(v) for v in s.matte_rect)), history, w, h)
-                if shown is not None:
                     seen = PromptHistory([replace(seen.rounds[0], box=shown), *seen.rounds[1:]])
                     seen_new = seen.rounds[-1]
             elif self.options.box_snap and history.box is not None and history.text is None:
@@ -659,8 +646,6 @@ class Engine:
             s.click_box = None if implied is not None and implied.weak else implied
             s.last_alpha = (alpha * 255.0 + 0.5).astype(np.uint8) \
                 if acts_in(self.options.local_corrections, len(history) + 1) else None
-            s.matte_rect = mask_rect(alpha > 0.5) \
-                if self.options.matte_box and history.box is None and history.text is None else None
             s.kept_prior = kept
             s.focus_prev = None if focused is None else (focused[0].region, focused[1])
             s.rules.append(tuple(fired))
@@ -668,7 +653,7 @@ class Engine:
 
     def rules(self, sid: str) -> list[tuple[str, ...]]:
         """Per round of the session since it was opened or reset, the names of the rules around the networks that
-        shaped the answer, in the order they acted: text_grounding, click_box, weak_box, matte_box, box_snap, marks_iscn,
+        shaped the answer, in the order they acted: text_grounding, click_box, weak_box, box_snap, marks_iscn,
         others_input, loose_box, pose_prior, kept_prior, focus, focus_hold, focus_stay, box_support, take_out_others,
         take_out_refused, drop_unmarked_parts, keep_marks, local_corrections (see `EngineOptions` and the module
         doc)."""

@@ -121,9 +121,6 @@ class EngineOptions:
     # onto the neighbours (`backend.runtime.engine.CLICK_BOX_COVER`), not only one that agrees with it by IoU. Off:
     # held-out clicks @1 +0.017 [+0.004, +0.035] but @20 -0.005 [-0.013, -0.000] (docs/experiments.md).
     click_box_cover: bool = False
-    # In a session without a box, text or a find's box prompting, a corrective round prompts the networks with the
-    # last matte's rectangle, grown to hold the positive marks (never bounding the matte).
-    matte_box: bool = False
     # ... and when the first round's marks lie on no find, a NanoDet box under the finder's floor that holds them
     # (and whose BlazePose mask holds them) prompts the networks in that round (`backend.runtime.weak_box`). Fresh
     # composites (synth-v31 and its mosaics): clicks @1 +0.009 [+0.003, +0.016], @5 +0.001; held-out clicks @1
@@ -253,7 +250,6 @@ ENV_VARS = {
     "split_two_poses": "DFIMAT_SPLIT_TWO_POSES",
     "click_box": "DFIMAT_CLICK_BOX",
     "click_box_cover": "DFIMAT_CLICK_BOX_COVER",
-    "matte_box": "DFIMAT_MATTE_BOX",
     "weak_box": "DFIMAT_WEAK_BOX",
     "detector_boxes": "DFIMAT_DETECTOR_BOXES",
     "every_person_tiles": "DFIMAT_EVERY_PERSON_TILES",
