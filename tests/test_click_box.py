@@ -204,3 +204,29 @@ def test_overlaps_tells_an_answer_that_spilled_past_its_person_from_one_on_someo
     elsewhere = np.zeros((40, 40), bool)
     elsewhere[8:32, 28:36] = True  # a find on the other side
     assert _overlaps(elsewhere, answer, lb, (40, 40)) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("mode", ["off", "all", "corrective"])
+def test_click_box_support_cuts_the_matte_to_the_finds_box_in_the_rounds_it_names(weights, monkeypatch, mode):
+    import backend.runtime.engine
+
+    monkeypatch.setattr(backend.runtime.engine, "_overlaps", lambda *_: (0.9, 1.0))
+    options = EngineOptions(pose_prior=False, focus=False, click_box_support=mode, take_out_others=False,
+                            local_corrections="off")
+    engine, sid, _ = _watched(weights, monkeypatch, options, lambda history, new: None)
+    # LEFT (20, 20, 70, 130) grown by the drawn box's 5 % margin on each side: 17.5-72.5 by 14.5-135.5.
+    outside = np.ones(SHAPE, bool)
+    outside[14:136, 17:73] = False
+    alpha = engine.predict(sid, {"clicks": [[30.0, 60.0, True]]})
+    assert "click_box" in engine.rules(sid)[0]
+    cut = mode == "all"
+    assert ("box_support" in engine.rules(sid)[0]) is cut
+    assert bool(alpha[outside].any()) is not cut  # the tiny network's noise reaches beyond the box unless cut
+    alpha = engine.predict(sid, {"clicks": [[40.0, 125.0, False]]})  # a corrective round, off the find's mask
+    cut = mode != "off"
+    assert ("box_support" in engine.rules(sid)[1]) is cut
+    assert bool(alpha[outside].any()) is not cut
+    # A positive click beyond the box grows it, and the bound with it: the matte may reach the click.
+    alpha = engine.predict(sid, {"clicks": [[120.0, 60.0, True]]})
+    assert ("box_support" in engine.rules(sid)[2]) is cut
+    assert alpha[60, 120] > 0.5  # the click holds (keep_marks)

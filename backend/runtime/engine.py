@@ -583,6 +583,10 @@ class Engine:
                 # The region is a view of the original pixels; the MRN writes straight into the full matte.
                 self._refine(s.image[y0:y1, x0:x1], rb, fine, out=alpha[y0:y1, x0:x1], prior=at_mrn)
             support = box_support(history, w, h)
+            if support is None and implied is not None and (self.options.click_box_support == "all" or (
+                    self.options.click_box_support == "corrective" and len(history) > 1)):
+                # The find's box holds the person as a drawn box does, grown already to hold the positive marks.
+                support = box_support(seen, w, h)
             if support is not None:
                 fired.append("box_support")
                 _cut_to(alpha, support)

@@ -20,6 +20,7 @@ OTHERS_INPUTS = ("off", "first", "all")
 MARKS_ISCN = ("off", "first", "all")
 MARKS_OTHERS = ("first", "all")
 LOCAL_CORRECTIONS = ("off", "all", "growth", "late")
+CLICK_BOX_SUPPORTS = ("off", "all", "corrective")
 _ON = ("1", "true", "on", "yes")
 _OFF = ("0", "false", "off", "no")
 
@@ -121,6 +122,11 @@ class EngineOptions:
     # onto the neighbours (`backend.runtime.engine.CLICK_BOX_COVER`), not only one that agrees with it by IoU. Off:
     # held-out clicks @1 +0.017 [+0.004, +0.035] but @20 -0.005 [-0.013, -0.000] (docs/experiments.md).
     click_box_cover: bool = False
+    # A round a found person's box prompts (`click_box`) cuts the matte to that box, as grown to hold the positive
+    # marks, plus the drawn box's margin (`backend.runtime.engine.box_support`): "off", "all" such rounds, or
+    # "corrective" rounds only (not the first). "all": held-out clicks @5 +0.012 [+0.002, +0.026], but fresh composites
+    # @1 -0.003 [-0.006, -0.001], where a detector box cut a limb the networks had right (docs/experiments.md).
+    click_box_support: str = "off"
     # ... and when the first round's marks lie on no find, a NanoDet box under the finder's floor that holds them
     # (and whose BlazePose mask holds them) prompts the networks in that round (`backend.runtime.weak_box`). Fresh
     # composites (synth-v31 and its mosaics): clicks @1 +0.009 [+0.003, +0.016], @5 +0.001; held-out clicks @1
@@ -202,6 +208,9 @@ class EngineOptions:
             raise ValueError(f"marks_others must be one of {', '.join(MARKS_OTHERS)}, got {self.marks_others!r}")
         if self.take_out_marks not in TAKE_OUT_MARKS:
             raise ValueError(f"take_out_marks must be one of {', '.join(TAKE_OUT_MARKS)}, got {self.take_out_marks!r}")
+        if self.click_box_support not in CLICK_BOX_SUPPORTS:
+            raise ValueError(f"click_box_support must be one of {', '.join(CLICK_BOX_SUPPORTS)}, "
+                             f"got {self.click_box_support!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EngineOptions:
@@ -250,6 +259,7 @@ ENV_VARS = {
     "split_two_poses": "DFIMAT_SPLIT_TWO_POSES",
     "click_box": "DFIMAT_CLICK_BOX",
     "click_box_cover": "DFIMAT_CLICK_BOX_COVER",
+    "click_box_support": "DFIMAT_CLICK_BOX_SUPPORT",
     "weak_box": "DFIMAT_WEAK_BOX",
     "detector_boxes": "DFIMAT_DETECTOR_BOXES",
     "every_person_tiles": "DFIMAT_EVERY_PERSON_TILES",
