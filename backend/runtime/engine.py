@@ -234,11 +234,6 @@ class _MrnPrior(NamedTuple):
     offset: tuple[int, int]
 
 
-def _agreement(prior: tuple[np.ndarray, float], grid: np.ndarray, lb: Letterbox, hw: tuple[int, int]) -> float:
-    """IoU of the pose prior's mask and the networks' own answer (each > 0.5), on the prior's downscaled photo."""
-    return _overlaps(prior[0], grid, lb, hw)[0]
-
-
 def _overlaps(mask: np.ndarray, grid: np.ndarray, lb: Letterbox, hw: tuple[int, int]) -> tuple[float, float]:
     """IoU of ``mask`` (a photo downscaled to its shape) and the networks' answer ``grid`` (each > 0.5), and the share
     of ``mask`` inside the answer."""
@@ -544,7 +539,7 @@ class Engine:
             prior = self._pose_prior(s, seen, average) if self.options.pose_prior and fresh else None
             own = coarse
             if prior is not None and self.options.prior_check > 0 and seen.box is not None \
-                    and _agreement(prior, own, s.letterbox, s.image.shape[:2]) < self.options.prior_check:
+                    and _overlaps(prior[0], own, s.letterbox, s.image.shape[:2])[0] < self.options.prior_check:
                 prior = None
                 fired.append("prior_skipped")
             if prior is not None:
